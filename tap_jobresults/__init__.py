@@ -1,0 +1,1 @@
+"""tap-jobresults: a Singer tap for the results of asynchronous ML/AI jobs."""

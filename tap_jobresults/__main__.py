@@ -1,0 +1,3 @@
+from tap_jobresults.tap import TapJobResults
+
+TapJobResults.cli()

@@ -1,0 +1,112 @@
+"""Credentials: static bearer keys, and OAuth 2.0 client credentials for CDF.
+
+The SDK's OAuthAuthenticator refreshes only after expiry and cannot be shared safely by concurrent
+fetches, so CDF tokens are handled here: cached, shared by all threads, and refreshed before they
+expire (30 s early, as cognite-sdk does, or half the lifetime for short-lived tokens).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import typing as t
+
+import requests
+
+from tap_jobresults.errors import AuthError
+from tap_jobresults.http import SECRETS, ApiClient
+
+
+class StaticBearer:
+    def __init__(self, token: str) -> None:
+        SECRETS.add(token)
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    def __call__(self) -> dict[str, str]:
+        return self._headers
+
+
+class ClientCredentials:
+    """Thread-safe token cache for the client-credentials grant."""
+
+    LEEWAY = 30.0
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        scopes: list[str],
+        audience: str | None = None,
+        timeouts: dict[str, t.Any],
+    ) -> None:
+        SECRETS.add(client_secret)
+        self.source = source
+        self._form = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "scope": " ".join(scopes),
+        }
+        if audience:
+            self._form["audience"] = audience
+        self._client = ApiClient(f"{source} OAuth", token_url, **timeouts)
+        self._token_url = token_url
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._refresh_at = 0.0
+
+    def __call__(self) -> dict[str, str]:
+        with self._lock:
+            if self._token is None or time.monotonic() >= self._refresh_at:
+                self._fetch()
+            return {"Authorization": f"Bearer {self._token}"}
+
+    def refresh(self) -> bool:
+        """Force a new token (after a 401). Returns True when one was obtained."""
+        with self._lock:
+            self._fetch()
+            return True
+
+    def _fetch(self) -> None:
+        issued = time.monotonic()
+        body = self._post_form()
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise AuthError(self.source, f"OAuth token request to {self._token_url}", message="no access_token in the response")
+        SECRETS.add(token)
+        try:
+            lifetime = float(body.get("expires_in", 3600))
+        except (TypeError, ValueError):
+            lifetime = 3600.0
+        self._token = token
+        self._refresh_at = issued + max(0.0, lifetime - min(self.LEEWAY, lifetime / 2))
+
+    def _post_form(self) -> t.Any:
+        what = f"OAuth token request to {self._token_url}"
+        client = self._client
+
+        def post() -> t.Any:
+            try:
+                response = client.session.post(self._token_url, data=self._form, timeout=client.timeout)
+            except requests.RequestException as exc:
+                raise AuthError(self.source, what, message=f"could not reach the identity provider ({type(exc).__name__})") from None
+            if response.status_code >= 400:
+                error = client._classify(response, what)  # noqa: SLF001 - same package, same envelope rules
+                inner = getattr(error, "error", error)
+                raise AuthError(
+                    self.source,
+                    what,
+                    status=response.status_code,
+                    code=getattr(inner, "code", None),
+                    message=getattr(inner, "vendor_message", None),
+                    request_id=getattr(inner, "request_id", None),
+                )
+            try:
+                return response.json()
+            except ValueError:
+                raise AuthError(self.source, what, message="the identity provider did not answer with JSON") from None
+
+        return post()

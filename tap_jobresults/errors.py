@@ -1,0 +1,81 @@
+"""Errors a sync can meet, each carrying what a user needs to act on it.
+
+Messages name the source, the job (or list call), the HTTP status, the vendor's error code and
+message, and the request id; they never carry request headers, config values or whole bodies.
+"""
+
+from __future__ import annotations
+
+
+class TapJobResultsError(Exception):
+    """Base class: a failure we understand and report without a traceback."""
+
+
+class ApiError(TapJobResultsError):
+    """A request that failed for good (not retryable, or retries exhausted)."""
+
+    def __init__(
+        self,
+        source: str,
+        what: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        message: str | None = None,
+        request_id: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.source = source
+        self.what = what
+        self.status = status
+        self.code = code
+        self.vendor_message = message
+        self.request_id = request_id
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.attempts = attempts
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        parts = [f"{self.source}: {self.what} failed"]
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.code:
+            parts.append(f"code {self.code}")
+        text = ", ".join(parts)
+        if self.vendor_message:
+            text += f": {self.vendor_message}"
+        if self.request_id:
+            text += f" (request id {self.request_id})"
+        if self.attempts > 1:
+            text += f" after {self.attempts} attempts"
+        return text
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+class AuthError(ApiError):
+    """401/403: the credentials of a whole source are wrong; no point going on with it."""
+
+    def describe(self) -> str:
+        return "authentication failed: " + super().describe()
+
+
+class NotFoundError(ApiError):
+    """404 for one job or run."""
+
+
+class MalformedPayload(TapJobResultsError):
+    """A 200 whose body is not the JSON the vendor documents (proxy page, truncation, wrong type)."""
+
+    def __init__(self, source: str, what: str, problem: str) -> None:
+        self.source = source
+        self.what = what
+        super().__init__(f"{source}: {what} returned a malformed payload: {problem}")
+
+
+class ConfigError(TapJobResultsError):
+    """A config problem found only at run time (the schema checks run before this)."""

@@ -1,0 +1,209 @@
+"""Settings: the JSON schema the SDK validates, plus the checks a schema cannot express.
+
+Names are fixed by the user-facing contract (shared/contract.md). A source is active when its
+section is present. Every check here runs before the first request, and every message names the
+setting it is about, so that a cron user reading one log line knows what to fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import typing as t
+from urllib.parse import urlsplit
+
+from singer_sdk import typing as th
+
+DEFAULT_MAX_CONCURRENT_REQUESTS = 8
+
+SOURCES = ("cognite", "clavata", "talonic")
+
+DEFAULT_BASE_URLS = {
+    "cognite": "https://api.cognitedata.com",
+    "clavata": "https://gateway.app.clavata.ai:8443",
+    "talonic": "https://api.talonic.com",
+}
+
+_COGNITE = th.ObjectType(
+    th.Property(
+        "base_url",
+        th.URIType,
+        default=DEFAULT_BASE_URLS["cognite"],
+        description="CDF cluster URL, e.g. https://westeurope-1.cognitedata.com.",
+    ),
+    th.Property("project", th.StringType, required=True, description="CDF project name."),
+    th.Property(
+        "token",
+        th.StringType,
+        secret=True,
+        description="Static bearer token. Give this, or the OAuth client-credentials settings.",
+    ),
+    th.Property("client_id", th.StringType, description="OAuth 2.0 client ID (client credentials)."),
+    th.Property("client_secret", th.StringType, secret=True, description="OAuth 2.0 client secret."),
+    th.Property("token_url", th.URIType, description="OAuth 2.0 token endpoint of the identity provider."),
+    th.Property(
+        "scopes",
+        th.ArrayType(th.StringType),
+        description="OAuth scopes, e.g. ['https://westeurope-1.cognitedata.com/.default'].",
+    ),
+    th.Property("audience", th.StringType, description="OAuth audience (Auth0-style identity providers)."),
+    th.Property(
+        "entity_matching_jobs",
+        th.ArrayType(
+            th.ObjectType(
+                th.Property("job_id", th.IntegerType, required=True),
+                th.Property("job_token", th.StringType, secret=True),
+                additional_properties=False,
+            )
+        ),
+        description=(
+            "Predict jobs to extract, as {job_id, job_token?}. CDF documents no list endpoint "
+            "for predict jobs, so their IDs come from here. job_token is sent as X-Job-Token."
+        ),
+    ),
+    th.Property(
+        "pipeline_ids",
+        th.ArrayType(th.IntegerType),
+        description=(
+            "Entity-matching pipelines whose runs to extract. Absent: every pipeline the "
+            "project lists. Empty list: none."
+        ),
+    ),
+    additional_properties=False,
+)
+
+_CLAVATA = th.ObjectType(
+    th.Property("base_url", th.URIType, default=DEFAULT_BASE_URLS["clavata"], description="Clavata REST gateway."),
+    th.Property("api_key", th.StringType, required=True, secret=True, description="Clavata API key."),
+    th.Property("policy_id", th.StringType, description="Only jobs evaluated against this policy."),
+    additional_properties=False,
+)
+
+_TALONIC = th.ObjectType(
+    th.Property("base_url", th.URIType, default=DEFAULT_BASE_URLS["talonic"], description="Talonic API."),
+    th.Property("api_key", th.StringType, required=True, secret=True, description="Talonic API key (tlnc_...)."),
+    additional_properties=False,
+)
+
+CONFIG_SCHEMA: dict = th.PropertiesList(
+    th.Property(
+        "start_date",
+        th.DateTimeType,
+        description="Ignore jobs created before this time (where the API tells creation time).",
+    ),
+    th.Property(
+        "max_concurrent_requests",
+        th.IntegerType,
+        default=DEFAULT_MAX_CONCURRENT_REQUESTS,
+        description="Upper bound on parallel HTTP requests per source.",
+    ),
+    th.Property(
+        "connect_timeout",
+        th.NumberType,
+        default=10,
+        description="Seconds to wait for a TCP/TLS connection before retrying.",
+    ),
+    th.Property(
+        "read_timeout",
+        th.NumberType,
+        default=120,
+        description="Seconds to wait for response data before retrying (large job payloads need more).",
+    ),
+    th.Property(
+        "max_retries",
+        th.IntegerType,
+        default=6,
+        description="Retries per request on 429, 5xx, resets and timeouts before the job is given up.",
+    ),
+    th.Property(
+        "max_retry_wait",
+        th.NumberType,
+        default=120,
+        description="Cap in seconds on one wait between retries, including server-requested waits.",
+    ),
+    th.Property("cognite", _COGNITE, description="Cognite Data Fusion entity matching."),
+    th.Property("clavata", _CLAVATA, description="Clavata content-policy evaluation jobs."),
+    th.Property("talonic", _TALONIC, description="Talonic document extraction jobs."),
+).to_dict()
+
+_BOUNDS = {
+    "max_concurrent_requests": (1, 64),
+    "max_retries": (0, 20),
+    "connect_timeout": (0.1, 600),
+    "read_timeout": (0.1, 3600),
+    "max_retry_wait": (0, 3600),
+}
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(setting: str, url: t.Any) -> str | None:
+    """Refuse URLs that would send a credential in clear text, or that are not URLs."""
+    if not isinstance(url, str):
+        return None  # the schema reports the type
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        return f"{setting}: {url!r} is not an http(s) URL"
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        return (
+            f"{setting}: plain http:// is refused for {parts.hostname!r} (credentials would travel "
+            "unencrypted); use https://, or a loopback host for local tests"
+        )
+    return None
+
+
+def semantic_errors(config: t.Mapping[str, t.Any]) -> list[str]:
+    """Checks the JSON schema cannot express. Returns messages naming the setting."""
+    errors: list[str] = []
+    for key, (low, high) in _BOUNDS.items():
+        value = config.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+            errors.append(f"{key}: {value} is out of range ({low}..{high})")
+
+    if not any(isinstance(config.get(name), dict) for name in SOURCES):
+        errors.append(
+            "no source configured: add at least one of the sections "
+            + ", ".join(f"'{name}'" for name in SOURCES)
+        )
+
+    for name in SOURCES:
+        section = config.get(name)
+        if not isinstance(section, dict):
+            continue
+        if (err := check_url(f"{name}.base_url", section.get("base_url", DEFAULT_BASE_URLS[name]))) :
+            errors.append(err)
+
+    cdf = config.get("cognite")
+    if isinstance(cdf, dict):
+        oauth_keys = ("client_id", "client_secret", "token_url", "scopes")
+        given = [k for k in oauth_keys if cdf.get(k) not in (None, "", [])]
+        if cdf.get("token") and given:
+            errors.append(
+                "cognite: give either cognite.token or the OAuth settings "
+                f"({', '.join('cognite.' + k for k in oauth_keys)}), not both"
+            )
+        elif not cdf.get("token"):
+            missing = [k for k in oauth_keys if k not in given]
+            if missing:
+                errors.append(
+                    "cognite: authentication is missing: set cognite.token, or all of "
+                    + ", ".join("cognite." + k for k in missing)
+                )
+        if isinstance(cdf.get("token_url"), str) and (err := check_url("cognite.token_url", cdf["token_url"])):
+            errors.append(err)
+        jobs = cdf.get("entity_matching_jobs") or []
+        seen: set = set()
+        for job in jobs if isinstance(jobs, list) else []:
+            job_id = job.get("job_id") if isinstance(job, dict) else None
+            if job_id in seen:
+                errors.append(f"cognite.entity_matching_jobs: job_id {job_id} is listed twice")
+            seen.add(job_id)
+    return errors

@@ -1,0 +1,1 @@
+"""One module per vendor: its discovery of jobs, its status words, its payload shapes."""

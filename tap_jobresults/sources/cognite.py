@@ -1,0 +1,297 @@
+"""Cognite Data Fusion entity matching: predict jobs and pipeline runs.
+
+Paths are under {base_url}/api/v1/projects/{project}. Pipelines are documented only under the
+20230101 beta, so pipeline calls send `cdf-version: 20230101-beta`.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from tap_jobresults.errors import MalformedPayload
+from tap_jobresults.lifecycle import Bookmark, FetchedJob, JobKey, JobRef
+from tap_jobresults.sources.base import JobSource, NewestFirstListing, require, timestamp
+from tap_jobresults.streams import JobStream, ResultStream
+
+TERMINAL = frozenset({"Completed", "Failed"})  # SDK JobStatus; Queued/Running/Distributing/... are not
+PIPELINE_HEADERS = {"cdf-version": "20230101-beta"}
+PAGE_LIMIT = 100  # "maximum results returned by the server is 100"
+
+
+def _project_path(section: t.Mapping[str, t.Any]) -> str:
+    return f"/api/v1/projects/{section['project']}"
+
+
+def _summary_fields(source: str, what: str, body: t.Any) -> dict:
+    """The fields a predict job and a run summary share, checked and converted."""
+    status = require(source, what, body, "status", str)
+    require(source, what, body, "jobId", int)
+    error = require(source, what, body, "errorMessage", str, optional=True)
+    return {
+        "status": status,
+        "created_time": timestamp(source, what, body.get("createdTime"), "createdTime"),
+        "start_time": timestamp(source, what, body.get("startTime"), "startTime"),
+        "status_time": timestamp(source, what, body.get("statusTime"), "statusTime"),
+        "error_message": error,
+    }
+
+
+def _objects(source: str, what: str, body: dict, field: str) -> list:
+    """An optional array of objects (absent or null while a job is unfinished)."""
+    items = require(source, what, body, field, list, optional=True) or []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise MalformedPayload(source, what, f"{field}[{index}] should be an object, got {type(item).__name__}")
+    return items
+
+
+# --------------------------------------------------------------------------------------------------
+# Predict jobs
+
+
+class ConfiguredJobs(Bookmark):
+    """Predict jobs come from config, not a listing: remember which ones are finished.
+
+    {"finished": {job_id: status}}; bounded by the configured list (pruned to it every run).
+    """
+
+    def __init__(self, state: dict, configured: list[str]) -> None:
+        finished = state.setdefault("finished", {})
+        for job_id in set(finished) - set(configured):
+            del finished[job_id]
+        state.pop("pending", None)
+        self._state = state
+
+    @property
+    def pending(self) -> dict[str, str]:
+        return {}
+
+    def advance(self, key: JobKey, *, done: bool, missing: bool = False) -> None:
+        if done:
+            self._state["finished"][key.id] = "missing" if missing else "finished"
+
+
+class PredictJobs(JobSource):
+    vendor = "cognite"
+    terminal_statuses = TERMINAL
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.jobs = {str(job["job_id"]): job.get("job_token") for job in self.section.get("entity_matching_jobs") or []}
+
+    def label(self, partition: str, job_id: str) -> str:
+        return f"CDF predict job {job_id}"
+
+    def bookmark(self, state: dict) -> Bookmark:
+        return ConfiguredJobs(state, list(self.jobs))
+
+    def discover(self, partition: str, bookmark: Bookmark) -> list[JobRef]:
+        # CDF documents no list endpoint for predict jobs, so job IDs come from config, in its order.
+        finished = bookmark._state["finished"]  # noqa: SLF001
+        return [JobRef(JobKey("", job_id), self.label(partition, job_id)) for job_id in self.jobs if job_id not in finished]
+
+    def fetch(self, partition: str, ref: JobRef, want_results: bool) -> FetchedJob:
+        what = ref.label
+        token = self.jobs.get(ref.key.id)
+        body = self.client.get_json(
+            f"{_project_path(self.section)}/context/entitymatching/jobs/{ref.key.id}",
+            what,
+            headers={"X-Job-Token": token} if token else None,
+        )
+        record = {"job_id": require("cognite", what, body, "jobId", int), **_summary_fields("cognite", what, body)}
+        finished = self.is_finished(record["status"])
+        items = _objects("cognite", what, body, "items")
+        for index, item in enumerate(items):
+            if not isinstance(item.get("matches", []), list):
+                raise MalformedPayload("cognite", what, f"items[{index}].matches should be an array")
+        record["finished"] = finished
+        record["item_count"] = len(items) if finished else None
+        if self.is_before_start(record["created_time"]):
+            return FetchedJob(ref, finished=True, record=None)  # type: ignore[arg-type]
+        return FetchedJob(ref, finished=finished, record=record, payload=body if finished and items else None)
+
+
+class EntityMatchingJobsStream(JobStream):
+    name = "entity_matching_jobs"
+    primary_keys = ("job_id",)
+    source_class = PredictJobs
+
+
+class MatchResultsStream(ResultStream):
+    name = "match_results"
+    primary_keys = ("job_id", "item_index")
+    parent_stream_type = EntityMatchingJobsStream
+
+    def rows(self, job: FetchedJob) -> t.Iterable[dict]:
+        job_id = job.record["job_id"]
+        for index, item in enumerate(job.payload["items"]):
+            matches = item.get("matches") or []
+            top = max(matches, key=lambda m: m.get("score") or 0.0) if matches else None
+            yield {
+                "job_id": job_id,
+                "item_index": index,
+                "source": item.get("source"),
+                "matches": matches,
+                "match_count": len(matches),
+                "top_score": top.get("score") if top else None,
+                "top_target": top.get("target") if top else None,
+            }
+
+
+# --------------------------------------------------------------------------------------------------
+# Pipeline runs
+
+
+class PipelineRuns(JobSource):
+    vendor = "cognite"
+    terminal_statuses = TERMINAL
+
+    def label(self, partition: str, job_id: str) -> str:
+        return f"CDF pipeline {partition} run {job_id}"
+
+    def _pipelines_path(self) -> str:
+        return f"{_project_path(self.section)}/context/entitymatching/pipelines"
+
+    def partitions(self) -> list[str]:
+        configured = self.section.get("pipeline_ids")
+        if configured is not None:  # an empty list means: no pipelines
+            return [str(pid) for pid in dict.fromkeys(configured)]
+        ids: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, t.Any] = {"limit": PAGE_LIMIT}
+            if cursor:
+                params["cursor"] = cursor
+            body = self.client.get_json(self._pipelines_path(), "listing CDF pipelines", params=params, headers=PIPELINE_HEADERS)
+            for item in _objects("cognite", "listing CDF pipelines", body, "items"):
+                ids.append(str(require("cognite", "listing CDF pipelines", item, "id", int)))
+            next_cursor = body.get("nextCursor")
+            if not next_cursor or next_cursor == cursor:
+                return list(dict.fromkeys(ids))
+            cursor = next_cursor
+
+    def discover(self, partition: str, bookmark: Bookmark) -> list[JobRef]:
+        what = f"listing runs of CDF pipeline {partition}"
+        listing = NewestFirstListing(what, bookmark, self.start_date, lambda job_id: self.label(partition, job_id))
+        cursor = None
+        while True:
+            params: dict[str, t.Any] = {"limit": PAGE_LIMIT}
+            if cursor:
+                params["cursor"] = cursor
+            body = self.client.get_json(f"{self._pipelines_path()}/{partition}/runs", what, params=params, headers=PIPELINE_HEADERS)
+            go_on = True
+            for summary in _objects("cognite", what, body, "items"):
+                run_id = require("cognite", what, summary, "jobId", int)
+                created = timestamp("cognite", what, summary.get("createdTime"), "createdTime") or ""
+                go_on = listing.offer(JobKey(created, str(run_id)), summary)
+                if not go_on:
+                    break
+            next_cursor = body.get("nextCursor")
+            if not go_on or not next_cursor or next_cursor == cursor:
+                return listing.result()
+            cursor = next_cursor
+
+    def fetch(self, partition: str, ref: JobRef, want_results: bool) -> FetchedJob:
+        what = ref.label
+        if ref.summary is not None and not self.is_finished(ref.summary.get("status")):
+            body = ref.summary  # an unfinished run: the listing said all there is to say
+        else:
+            body = self.client.get_json(f"{self._pipelines_path()}/{partition}/runs/{ref.key.id}", what, headers=PIPELINE_HEADERS)
+        record = {
+            "pipeline_id": int(partition),
+            "run_id": require("cognite", what, body, "jobId", int),
+            **_summary_fields("cognite", what, body),
+        }
+        finished = self.is_finished(record["status"])
+        arrays = {field: _objects("cognite", what, body, field) for field in ("matches", "suggestedRules", "generatedRules")}
+        errors = require("cognite", what, body, "errors", list, optional=True)
+        has_results = body is not ref.summary
+        record.update(
+            finished=finished,
+            errors=errors,
+            match_count=len(arrays["matches"]) if has_results and finished else None,
+            suggested_rule_count=len(arrays["suggestedRules"]) if has_results and finished else None,
+            generated_rule_count=len(arrays["generatedRules"]) if has_results and finished else None,
+        )
+        if self.is_before_start(record["created_time"]):
+            return FetchedJob(ref, finished=True, record=None)  # type: ignore[arg-type]
+        payload = body if finished and has_results and any(arrays.values()) else None
+        return FetchedJob(ref, finished=finished, record=record, payload=payload)
+
+
+class PipelineRunsStream(JobStream):
+    name = "pipeline_runs"
+    primary_keys = ("pipeline_id", "run_id")
+    source_class = PipelineRuns
+
+
+class _RunResultStream(ResultStream):
+    parent_stream_type = PipelineRunsStream
+    field: str
+
+    def rows(self, job: FetchedJob) -> t.Iterable[dict]:
+        keys = {"pipeline_id": job.record["pipeline_id"], "run_id": job.record["run_id"]}
+        for index, item in enumerate(job.payload.get(self.field) or []):
+            yield self.row(keys, index, item)
+
+    def row(self, keys: dict, index: int, item: dict) -> dict:
+        raise NotImplementedError
+
+
+class PipelineMatchesStream(_RunResultStream):
+    name = "pipeline_matches"
+    primary_keys = ("pipeline_id", "run_id", "match_index")
+    field = "matches"
+
+    def row(self, keys: dict, index: int, item: dict) -> dict:
+        return {
+            **keys,
+            "match_index": index,
+            "match_type": item.get("matchType"),
+            "score": item.get("score"),
+            "source": item.get("source"),
+            "target": item.get("target"),
+        }
+
+
+class SuggestedRulesStream(_RunResultStream):
+    name = "suggested_rules"
+    primary_keys = ("pipeline_id", "run_id", "rule_index")
+    field = "suggestedRules"
+
+    def row(self, keys: dict, index: int, item: dict) -> dict:
+        return {
+            **keys,
+            "rule_index": index,
+            "input_pattern": item.get("inputPattern"),
+            "predict_pattern": item.get("predictPattern"),
+            "num_matches": item.get("numMatches"),
+            "avg_score": item.get("avgScore"),
+            "match_index": item.get("matchIndex"),
+            "matches": item.get("matches"),
+        }
+
+
+class GeneratedRulesStream(_RunResultStream):
+    name = "generated_rules"
+    primary_keys = ("pipeline_id", "run_id", "rule_index")
+    field = "generatedRules"
+
+    def row(self, keys: dict, index: int, item: dict) -> dict:
+        return {
+            **keys,
+            "rule_index": index,
+            "num_conflicts": item.get("numConflicts"),
+            "num_overlaps": item.get("numOverlaps"),
+            "matches": item.get("matches"),
+        }
+
+
+STREAMS = (
+    EntityMatchingJobsStream,
+    MatchResultsStream,
+    PipelineRunsStream,
+    PipelineMatchesStream,
+    SuggestedRulesStream,
+    GeneratedRulesStream,
+)

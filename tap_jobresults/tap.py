@@ -1,0 +1,169 @@
+"""tap-jobresults: results of asynchronous ML/AI jobs (CDF entity matching, Clavata, Talonic)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import typing as t
+
+from singer_sdk import Tap
+from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.singerlib import StateMessage
+
+from tap_jobresults import settings
+from tap_jobresults.auth import ClientCredentials, StaticBearer
+from tap_jobresults.http import SECRETS, ApiClient, ScrubSecretsFilter
+from tap_jobresults.lifecycle import Failures
+from tap_jobresults.sources import clavata, cognite, talonic
+
+if t.TYPE_CHECKING:
+    from types import FrameType
+
+    from singer_sdk.singerlib import Message
+
+    from tap_jobresults.streams import JobStream
+
+logger = logging.getLogger("tap-jobresults")
+
+SOURCE_STREAMS = {"cognite": cognite.STREAMS, "clavata": clavata.STREAMS, "talonic": talonic.STREAMS}
+EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what shells report for a terminated job
+
+
+class SingerWriter(MsgSpecWriter):
+    """msgspec serialisation; stdout is flushed at each STATE, not after every record.
+
+    A STATE line reaches the target only after every record before it, so a resume point is never
+    ahead of the data; flushing per record (the SDK default) costs a syscall per message in a pipe.
+    """
+
+    def write_message(self, message: Message) -> None:
+        out = sys.stdout.buffer
+        out.write(self.format_message(message))
+        if isinstance(message, StateMessage):
+            out.flush()
+
+
+class TapJobResults(Tap):
+    name = "tap-jobresults"
+    config_jsonschema = settings.CONFIG_SCHEMA
+    message_writer_class = SingerWriter
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        self.failures = Failures()
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(ScrubSecretsFilter())
+        super().__init__(*args, **kwargs)
+
+    # -- config -------------------------------------------------------------------------------------
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        self._register_secrets()
+        errors = super()._validate_config(raise_errors=False)
+        errors += settings.semantic_errors(self.config)
+        if errors and raise_errors:
+            raise ConfigValidationError("Config validation failed", errors=[SECRETS.scrub(e) for e in errors])
+        return errors
+
+    def _register_secrets(self) -> None:
+        for name in settings.SOURCES:
+            section = self.config.get(name)
+            if isinstance(section, dict):
+                for key in ("token", "client_secret", "api_key"):
+                    SECRETS.add(section.get(key))
+                for job in section.get("entity_matching_jobs") or []:
+                    if isinstance(job, dict):
+                        SECRETS.add(job.get("job_token"))
+
+    # -- streams -------------------------------------------------------------------------------------
+
+    def _client(self, vendor: str, section: t.Mapping[str, t.Any]) -> ApiClient:
+        timeouts = {
+            "connect_timeout": self.config.get("connect_timeout", 10),
+            "read_timeout": self.config.get("read_timeout", 120),
+            "max_retries": self.config.get("max_retries", 6),
+            "max_retry_wait": self.config.get("max_retry_wait", 120),
+        }
+        width = self.config.get("max_concurrent_requests", settings.DEFAULT_MAX_CONCURRENT_REQUESTS)
+        base_url = section.get("base_url") or settings.DEFAULT_BASE_URLS[vendor]
+        auth: t.Any
+        refresh = None
+        if vendor == "cognite":
+            if section.get("token"):
+                auth = StaticBearer(section["token"])
+            else:
+                oauth = ClientCredentials(
+                    source="cognite",
+                    token_url=section["token_url"],
+                    client_id=section["client_id"],
+                    client_secret=section["client_secret"],
+                    scopes=list(section["scopes"]),
+                    audience=section.get("audience"),
+                    timeouts=timeouts,
+                )
+                auth, refresh = oauth, oauth.refresh
+        else:
+            auth = StaticBearer(section["api_key"])
+        return ApiClient(
+            vendor,
+            base_url,
+            auth=auth,
+            refresh_auth=refresh,
+            pool_size=width,
+            honour_reset_header=vendor == "talonic",
+            **timeouts,
+        )
+
+    def discover_streams(self) -> list[JobStream]:
+        streams: list[t.Any] = []
+        width = self.config.get("max_concurrent_requests", settings.DEFAULT_MAX_CONCURRENT_REQUESTS)
+        for vendor, stream_types in SOURCE_STREAMS.items():
+            section = self.config.get(vendor)
+            if not isinstance(section, dict):
+                continue  # a source is active when its section is present
+            client = self._client(vendor, section)
+            parents: dict[type, t.Any] = {}
+            for stream_type in stream_types:
+                if stream_type.parent_stream_type is None:
+                    source = stream_type.source_class(client, section, self.config.get("start_date"))
+                    stream = stream_type(self, source, self.failures, width)
+                    parents[stream_type] = stream
+                else:
+                    stream = stream_type(self)
+                    stream.parent = parents[stream_type.parent_stream_type]
+                streams.append(stream)
+        return streams
+
+    # -- run -----------------------------------------------------------------------------------------
+
+    def sync_all(self) -> None:  # type: ignore[override]
+        super().sync_all()
+        sys.stdout.flush()
+        if self.failures:
+            logger.error(
+                "Sync finished with %d problem(s); the jobs concerned were not bookmarked and are "
+                "fetched again next run:\n  %s",
+                len(self.failures.items),
+                "\n  ".join(self.failures.items),
+            )
+            sys.exit(1)
+        logger.info("Sync complete: every stream finished and its state was written.")
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
+        # The SDK exits 0 here; a cron user must be able to tell an interrupted run from a
+        # complete one. The state written is always a safe resume point (see lifecycle.py).
+        try:
+            self._state_writer.write_state(self.state)
+            sys.stdout.flush()
+        finally:
+            logger.error(
+                "Interrupted by signal %d: stopped before the sync finished. The last STATE message "
+                "is a safe resume point; the next run continues from it.",
+                signum,
+            )
+            logging.shutdown()
+            os._exit(EXIT_INTERRUPTED)  # worker threads may be mid-request; do not wait for them
+
+
+cli = TapJobResults.cli
