@@ -101,6 +101,7 @@ class NewestFirstListing:
         self.make_label = make_label
         self.previous: JobKey | None = None
         self.ordered = True
+        self.descending = False  # evidence, not assumption: stop only after seeing a newer-to-older step
         self.refs: dict[str, JobRef] = {}
 
     @property
@@ -115,16 +116,19 @@ class NewestFirstListing:
 
     def offer(self, key: JobKey, summary: t.Any) -> bool:
         """Take one listed job; return False when paging can stop."""
-        if self.previous is not None and key > self.previous and self.ordered:
-            self.ordered = False
-            logger.info("%s: the listing is not newest-first; reading all of it", self.label)
+        if self.previous is not None:
+            if key > self.previous and self.ordered:
+                self.ordered = False
+                logger.info("%s: the listing is not newest-first; reading all of it", self.label)
+            elif key < self.previous:
+                self.descending = True
         self.previous = key
         if key.id in self.pending:
             self.refs[key.id] = JobRef(key, self.make_label(key.id), summary=summary, pending=True)
         elif (self.hwm is None or key > self.hwm) and not (self.start_date and key.created < self.start_date):
             self.refs[key.id] = JobRef(key, self.make_label(key.id), summary=summary)
         floor = self.floor
-        return not (self.ordered and floor is not None and key < floor)
+        return not (self.ordered and self.descending and floor is not None and key < floor)
 
     def result(self) -> list[JobRef]:
         """Everything to process, in bookmark order; unseen pending jobs are fetched by ID."""

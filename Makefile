@@ -1,0 +1,39 @@
+# Two entry points a new user needs: `make demo` (no credentials) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+LOADER_VENV ?= .venv-target-duckdb
+BIN    := $(VENV)/bin
+
+.PHONY: demo test install bench lint lock clean
+
+$(BIN)/tap-jobresults: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(BIN)/tap-jobresults
+
+# The demo's loader lives in its own virtualenv, as Meltano would install it.
+$(LOADER_VENV)/bin/target-duckdb:
+	$(PYTHON) -m venv $(LOADER_VENV)
+	$(LOADER_VENV)/bin/pip install --quiet 'target-duckdb==0.8.0' 'duckdb==2.0.0'
+
+demo: install $(LOADER_VENV)/bin/target-duckdb
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/$(LOADER_VENV)/bin:$$PATH" $(BIN)/python scripts/demo.py
+
+test: install
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+lint: install
+	$(BIN)/ruff check tap_jobresults tests
+
+# Re-pin after changing dependencies: the constraints are what a fresh install resolves to.
+lock:
+	$(BIN)/pip freeze --exclude-editable | grep -v '^tap-jobresults' > constraints.txt
+
+clean:
+	rm -rf $(VENV) $(LOADER_VENV) output .pytest_cache

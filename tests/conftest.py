@@ -1,0 +1,146 @@
+"""Shared test plumbing: the fake APIs in-process, the real tap binary as a subprocess."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import typing as t
+from pathlib import Path
+
+import pytest
+
+from tests.fakeapi import FakeAPIs
+
+ROOT = Path(__file__).resolve().parent.parent
+TAP = shutil.which("tap-jobresults", path=str(Path(sys.executable).parent)) or "tap-jobresults"
+
+CONTRACT_KEYS = {
+    "entity_matching_jobs": ["job_id"],
+    "match_results": ["job_id", "item_index"],
+    "pipeline_runs": ["pipeline_id", "run_id"],
+    "pipeline_matches": ["pipeline_id", "run_id", "match_index"],
+    "suggested_rules": ["pipeline_id", "run_id", "rule_index"],
+    "generated_rules": ["pipeline_id", "run_id", "rule_index"],
+    "clavata_jobs": ["job_uuid"],
+    "clavata_reports": ["job_uuid", "result_index"],
+    "extraction_jobs": ["job_id"],
+    "extraction_rows": ["id"],
+}
+RESULT_STREAMS = ("match_results", "pipeline_matches", "suggested_rules", "generated_rules", "clavata_reports", "extraction_rows")
+
+
+@dataclasses.dataclass
+class TapRun:
+    returncode: int
+    messages: list[dict]
+    stdout: str
+    stderr: str
+
+    def records(self, stream: str) -> list[dict]:
+        return [m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream]
+
+    def counts(self) -> dict[str, int]:
+        return dict(collections.Counter(m["stream"] for m in self.messages if m["type"] == "RECORD"))
+
+    def schemas(self) -> dict[str, dict]:
+        return {m["stream"]: m for m in self.messages if m["type"] == "SCHEMA"}
+
+    @property
+    def states(self) -> list[dict]:
+        return [m["value"] for m in self.messages if m["type"] == "STATE"]
+
+    @property
+    def state(self) -> dict | None:
+        return self.states[-1] if self.states else None
+
+    def keys(self, stream: str) -> list[tuple]:
+        return [tuple(r[k] for k in CONTRACT_KEYS[stream]) for r in self.records(stream)]
+
+
+def parse_messages(stdout: str) -> list[dict]:
+    """Every stdout line must be a Singer message; a torn last line (after SIGKILL) is dropped."""
+    messages = []
+    lines = stdout.split("\n")
+    for number, line in enumerate(lines):
+        if not line:
+            continue
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) - 1:
+                break  # the process died mid-write
+            raise AssertionError(f"stdout line {number} is not JSON: {line[:200]!r}") from None
+        assert message.get("type") in {"SCHEMA", "RECORD", "STATE", "ACTIVATE_VERSION", "BATCH"}, line[:200]
+        messages.append(message)
+    return messages
+
+
+def run_tap(
+    config: dict,
+    state: dict | None = None,
+    catalog: dict | None = None,
+    *,
+    args: t.Sequence[str] = (),
+    timeout: float = 300,
+    check: bool = False,
+) -> TapRun:
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [TAP, "--config", _write(tmp, "config.json", config), *args]
+        if state is not None:
+            argv += ["--state", _write(tmp, "state.json", state)]
+        if catalog is not None:
+            argv += ["--catalog", _write(tmp, "catalog.json", catalog)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=tap_env())
+    run = TapRun(proc.returncode, parse_messages(proc.stdout) if "--about" not in args and "--discover" not in args else [], proc.stdout, proc.stderr)
+    if check:
+        assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def tap_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_JOBRESULTS_")}
+    env["PYTHONUNBUFFERED"] = "0"
+    return env
+
+
+def _write(tmp: str, name: str, data: dict) -> str:
+    path = Path(tmp) / name
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.fixture
+def apis() -> t.Iterator[FakeAPIs]:
+    with FakeAPIs() as fake:
+        yield fake
+
+
+def populate(apis: FakeAPIs, *, unfinished: bool = True) -> dict:
+    """A small world with every stream represented; returns what was created."""
+    cdf, clav, tal = apis.cognite, apis.clavata, apis.talonic
+    made: dict[str, list] = collections.defaultdict(list)
+    made["predict"].append(cdf.add_predict_job(items=4, matches_per_item=2))
+    made["predict"].append(cdf.add_predict_job(items=3, matches_per_item=1, job_token="job-token-secret-1"))
+    made["predict"].append(cdf.add_predict_job(items=0, status="Failed", error_message="model not found"))
+    pid = cdf.add_pipeline()
+    made["pipelines"].append(pid)
+    made["runs"].append((pid, cdf.add_run(pid, matches=5, suggested_rules=2, generated_rules=1)))
+    made["runs"].append((pid, cdf.add_run(pid, status="Failed", matches=0, suggested_rules=0, generated_rules=0, error_message="boom")))
+    made["clavata"].append(clav.add_job(results=3))
+    made["clavata"].append(clav.add_job(results=2, deprecated_result_only=True))
+    made["clavata"].append(clav.add_job(status="JOB_STATUS_FAILED", results=0))
+    made["talonic"].append(tal.add_job(rows=3))
+    made["talonic"].append(tal.add_job(status="complete", rows=2, flags_as_objects=True))
+    made["talonic"].append(tal.add_job(status="failed", rows=0))
+    if unfinished:
+        made["predict"].append(cdf.add_predict_job(items=2, status="Running"))
+        made["runs"].append((pid, cdf.add_run(pid, status="Queued")))
+        made["clavata"].append(clav.add_job(status="JOB_STATUS_RUNNING", results=2))
+        made["talonic"].append(tal.add_job(status="processing", rows=2))
+    return made

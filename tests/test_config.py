@@ -1,0 +1,55 @@
+"""Bad config fails before any request, with a message that names the setting; never a traceback."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import ROOT, run_tap
+
+BASE = {"talonic": {"base_url": "http://127.0.0.1:9", "api_key": "tlnc_test_abcdef"}}
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({}, "no source configured"),
+        ({"talonic": {"base_url": "http://127.0.0.1:9"}}, "api_key"),
+        ({**BASE, "bogus_setting": 1}, "bogus_setting"),
+        ({"talonic": {**BASE["talonic"], "apikey": "x"}}, "apikey"),
+        ({"talonic": {"base_url": "http://api.example.com", "api_key": "tlnc_test_abcdef"}}, "talonic.base_url"),
+        ({**BASE, "max_concurrent_requests": "eight"}, "max_concurrent_requests"),
+        ({**BASE, "max_concurrent_requests": 0}, "max_concurrent_requests"),
+        ({**BASE, "start_date": "yesterday"}, "start_date"),
+        ({"cognite": {"base_url": "http://127.0.0.1:9", "project": "p"}}, "cognite.token"),
+        (
+            {"cognite": {"base_url": "http://127.0.0.1:9", "project": "p", "token": "tok-abcdef", "client_id": "c",
+                         "client_secret": "s-abcdef", "token_url": "http://127.0.0.1:9/t", "scopes": ["x"]}},
+            "not both",
+        ),
+        ({"cognite": {"base_url": "http://127.0.0.1:9", "project": "p", "token": "tok-abcdef",
+                      "entity_matching_jobs": [{"job_id": "12"}]}}, "job_id"),
+    ],
+)
+def test_bad_config_fails_fast_and_names_the_setting(config, named):
+    run = run_tap(config, timeout=60)
+    assert run.returncode != 0
+    assert named in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert run.stdout == ""
+    assert "tlnc_test_abcdef" not in run.stderr and "s-abcdef" not in run.stderr
+
+
+def test_about_markdown_is_the_readme_settings_table():
+    run = run_tap({}, args=["--about", "--format", "markdown"])
+    assert run.returncode == 0
+    table = re.search(r"^\| Setting .*?(?=\n\n|\Z)", run.stdout, re.S | re.M)
+    assert table, run.stdout[:500]
+    readme = (ROOT / "README.md").read_text()
+    assert table.group(0).strip() in readme, "README settings table differs from --about --format markdown"
+
+
+def test_about_never_shows_secrets():
+    run = run_tap({"talonic": {"api_key": "tlnc_live_supersecret"}}, args=["--about"])
+    assert "tlnc_live_supersecret" not in run.stdout + run.stderr

@@ -1,0 +1,142 @@
+"""A full sync against the fake APIs: every stream, its keys, its schema, its vendor quirks."""
+
+from __future__ import annotations
+
+import collections
+
+import jsonschema
+import pytest
+
+from tests.conftest import CONTRACT_KEYS, populate, run_tap
+
+
+@pytest.fixture
+def full_run(apis):
+    made = populate(apis)
+    run = run_tap(apis.config(), check=True)
+    return apis, made, run
+
+
+def test_every_stream_is_emitted_with_the_contract_key_properties(full_run):
+    _, _, run = full_run
+    schemas = run.schemas()
+    assert set(schemas) == set(CONTRACT_KEYS)
+    for stream, keys in CONTRACT_KEYS.items():
+        assert schemas[stream]["key_properties"] == keys, stream
+        assert run.records(stream), f"no records for {stream}"
+
+
+def test_primary_keys_are_unique_within_a_run(full_run):
+    _, _, run = full_run
+    for stream in CONTRACT_KEYS:
+        duplicates = [key for key, n in collections.Counter(run.keys(stream)).items() if n > 1]
+        assert not duplicates, f"{stream}: duplicate keys {duplicates[:5]}"
+
+
+def test_every_record_is_valid_against_its_schema(full_run):
+    _, _, run = full_run
+    validators = {
+        stream: jsonschema.Draft7Validator(m["schema"], format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+        for stream, m in run.schemas().items()
+    }
+    for message in run.messages:
+        if message["type"] == "RECORD":
+            errors = list(validators[message["stream"]].iter_errors(message["record"]))
+            assert not errors, (message["stream"], errors[0].message)
+
+
+def test_record_counts_match_what_the_apis_hold(full_run):
+    apis, made, run = full_run
+    counts = run.counts()
+    assert counts["entity_matching_jobs"] == len(made["predict"])
+    assert counts["match_results"] == 4 + 3  # finished jobs only; the failed one has no items
+    assert counts["pipeline_runs"] == len(made["runs"])
+    assert counts["pipeline_matches"] == 5
+    assert counts["suggested_rules"] == 2
+    assert counts["generated_rules"] == 1
+    assert counts["clavata_jobs"] == len(made["clavata"])
+    assert counts["clavata_reports"] == 3 + 2
+    assert counts["extraction_jobs"] == len(made["talonic"])
+    # Rows of the processing job are emitted early (partial results), as the contract allows.
+    finished_rows = 3 + 2
+    assert finished_rows <= counts["extraction_rows"] <= finished_rows + 2
+
+
+def test_stdout_holds_only_singer_messages_and_logs_go_to_stderr(full_run):
+    _, _, run = full_run
+    assert all(line.startswith("{") for line in run.stdout.splitlines())
+    assert "Beginning" in run.stderr or "sync" in run.stderr.lower()
+
+
+def test_timestamps_are_utc_iso_strings(full_run):
+    _, _, run = full_run
+    job = run.records("entity_matching_jobs")[0]
+    assert job["created_time"].endswith("Z") and "T" in job["created_time"]
+    run_record = run.records("pipeline_runs")[0]
+    assert run_record["status_time"].endswith("Z")
+
+
+def test_match_results_carry_the_top_match(full_run):
+    _, _, run = full_run
+    for row in run.records("match_results"):
+        if row["matches"]:
+            best = max(row["matches"], key=lambda m: m["score"])
+            assert row["top_score"] == best["score"]
+            assert row["top_target"] == best["target"]
+            assert row["match_count"] == len(row["matches"])
+        else:
+            assert row["top_score"] is None and row["top_target"] is None
+
+
+def test_failed_jobs_land_with_their_error(full_run):
+    _, _, run = full_run
+    failed = [j for j in run.records("entity_matching_jobs") if j["status"] == "Failed"]
+    assert failed and failed[0]["error_message"] == "model not found"
+    failed_runs = [r for r in run.records("pipeline_runs") if r["status"] == "Failed"]
+    assert failed_runs and failed_runs[0]["error_message"] == "boom"
+    assert any(j["status"] == "failed" and j["finished"] for j in run.records("extraction_jobs"))
+
+
+def test_unfinished_jobs_are_visible_at_job_level(full_run):
+    _, _, run = full_run
+    assert any(j["status"] == "Running" and j["item_count"] is None for j in run.records("entity_matching_jobs"))
+    assert any(r["status"] == "Queued" for r in run.records("pipeline_runs"))
+    running = [j for j in run.records("clavata_jobs") if j["status"] == "JOB_STATUS_RUNNING"]
+    assert running and running[0]["completed"] is None and running[0]["result_count"] is None
+
+
+def test_clavata_outcome_falls_back_to_the_deprecated_result(full_run):
+    _, _, run = full_run
+    outcomes = {r["outcome"] for r in run.records("clavata_reports")}
+    assert outcomes and None not in outcomes
+    assert all(o.startswith("OUTCOME_") for o in outcomes)
+
+
+def test_talonic_accepts_both_status_spellings_and_both_flag_shapes(full_run):
+    _, _, run = full_run
+    statuses = {j["status"] for j in run.records("extraction_jobs") if j["finished"]}
+    assert {"completed", "complete"} <= statuses
+    flags = [f for r in run.records("extraction_rows") for f in r["validation_flags"]]
+    assert any(isinstance(f, dict) for f in flags)
+
+
+def test_job_token_and_beta_header_are_sent(full_run):
+    apis, made, _ = full_run
+    log = apis.cognite.request_log
+    tokened = [r for r in log if r["path"].endswith(f"/jobs/{made['predict'][1]}")]
+    assert tokened and all(r["headers"].get("X-Job-Token") == "job-token-secret-1" for r in tokened)
+    pipeline_calls = [r for r in log if "/pipelines" in r["path"]]
+    assert pipeline_calls
+    assert all(r["headers"].get("cdf-version") == "20230101-beta" for r in pipeline_calls)
+
+
+def test_each_job_is_fetched_once_per_sync(full_run):
+    apis, made, _ = full_run
+    for job_id in made["predict"]:
+        assert apis.cognite.requests(job_id) == 1
+    for _, run_id in made["runs"]:
+        assert apis.cognite.requests(run_id) <= 1
+    for uuid in made["clavata"]:
+        assert apis.clavata.requests(uuid) <= 1
+    for job_id in made["talonic"]:
+        assert apis.talonic.requests(job_id) <= 1

@@ -1,0 +1,131 @@
+"""Unit tests of the small pieces the end-to-end tests rest on."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tap_jobresults.errors import ApiError
+from tap_jobresults.http import SecretRegistry, parse_reset, parse_retry_after
+from tap_jobresults.lifecycle import Bookmark, Fetcher, FetchedJob, JobKey, JobRef, iso
+from tap_jobresults.sources.base import NewestFirstListing
+
+
+def test_iso_normalises_every_vendor_timestamp():
+    assert iso(1730204346000) == "2024-10-29T12:19:06.000000Z"
+    assert iso("2023-11-07T05:31:56Z") == "2023-11-07T05:31:56.000000Z"
+    assert iso("2023-11-07T06:31:56.123456789+01:00") == "2023-11-07T05:31:56.123456Z"
+    assert iso("1970-01-01T00:00:00Z") is None  # unset protobuf timestamp
+    assert iso(0) is None and iso(None) is None and iso("") is None
+    with pytest.raises(ValueError, match="not an ISO 8601"):
+        iso("yesterday")
+
+
+def test_iso_strings_sort_in_time_order():
+    values = ["2024-01-01T00:00:00Z", "2023-12-31T23:00:00-02:00", "2024-01-01T00:00:00.5Z"]
+    assert sorted(iso(v) for v in values) == [iso(values[0]), iso(values[2]), iso(values[1])]
+
+
+def test_retry_after_accepts_seconds_and_http_dates():
+    assert parse_retry_after("3") == 3.0
+    now = time.time()
+    http_date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now + 10))
+    assert 8 <= parse_retry_after(http_date, now=now) <= 10.5
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_ratelimit_reset_accepts_epoch_and_iso():
+    now = 1_700_000_000.0
+    assert parse_reset(str(int(now + 5)), now=now) == 5
+    assert parse_reset("2023-11-14T22:13:25Z", now=now) == pytest.approx(5, abs=1)
+    assert parse_reset(str(int((now + 5) * 1000)), now=now) == pytest.approx(5)
+    assert parse_reset("garbage", now=now) is None
+
+
+def test_secret_registry_scrubs_longest_first():
+    registry = SecretRegistry()
+    registry.add("abcd")
+    registry.add("abcdef-long")
+    assert registry.scrub("x abcdef-long y abcd") == "x *** y ***"
+
+
+def test_api_error_names_source_job_status_code_and_request_id():
+    error = ApiError("talonic", "Talonic job 42", status=503, code="unavailable", message="try later", request_id="req_1")
+    assert str(error) == "talonic: Talonic job 42 failed, HTTP 503, code unavailable: try later (request id req_1)"
+
+
+def test_bookmark_advances_past_unfinished_jobs_by_remembering_them():
+    state: dict = {}
+    bookmark = Bookmark(state)
+    bookmark.advance(JobKey("2024-01-01", "a"), done=True)
+    bookmark.advance(JobKey("2024-01-02", "b"), done=False)
+    bookmark.advance(JobKey("2024-01-03", "c"), done=True)
+    assert state == {"hwm": ["2024-01-03", "c"], "pending": {"b": "2024-01-02"}}
+    bookmark.advance(JobKey("2024-01-02", "b"), done=True)
+    assert state == {"hwm": ["2024-01-03", "c"], "pending": {}}
+    assert not bookmark.is_new(JobKey("2024-01-03", "c")) and bookmark.is_new(JobKey("2024-01-03", "d"))
+
+
+def _listing(hwm=None, pending=None, start=None):
+    state = {"pending": dict(pending or {})}
+    if hwm:
+        state["hwm"] = list(hwm)
+    return NewestFirstListing("test", Bookmark(state), start, lambda job_id: f"job {job_id}")
+
+
+def test_newest_first_listing_stops_below_everything_needed():
+    listing = _listing(hwm=("2024-01-05", "e"), pending={"b": "2024-01-02"})
+    assert listing.offer(JobKey("2024-01-07", "g"), {"s": 1})
+    assert listing.offer(JobKey("2024-01-05", "e"), {})  # the boundary job is not new
+    # pending: its summary is kept, and nothing older is needed any more
+    assert not listing.offer(JobKey("2024-01-02", "b"), {"s": 2})
+    refs = listing.result()
+    assert [r.key.id for r in refs] == ["b", "g"]
+    assert refs[0].pending and refs[0].summary == {"s": 2}
+
+
+def test_a_listing_out_of_order_is_read_to_the_end():
+    listing = _listing(hwm=("2024-01-05", "e"))
+    assert listing.offer(JobKey("2024-01-01", "a"), {})  # no evidence of the order yet: go on
+    assert listing.offer(JobKey("2024-01-09", "i"), {})  # oldest-first: read it all
+    assert listing.offer(JobKey("2024-01-02", "b"), {})
+    assert [r.key.id for r in listing.result()] == ["i"]
+
+
+def test_a_newest_first_listing_with_nothing_new_stops_after_one_step():
+    listing = _listing(hwm=("2024-01-05", "e"))
+    assert listing.offer(JobKey("2024-01-04", "d"), {})
+    assert not listing.offer(JobKey("2024-01-03", "c"), {})
+    assert listing.result() == []
+
+
+def test_pending_jobs_the_listing_never_showed_are_fetched_by_id():
+    listing = _listing(hwm=("2024-01-05", "e"), pending={"z": "2024-01-03"})
+    listing.offer(JobKey("2024-01-06", "f"), {})
+    refs = listing.result()
+    assert [(r.key.id, r.summary) for r in refs] == [("z", None), ("f", {})]
+
+
+def test_fetcher_keeps_input_order_and_bounds_jobs_in_flight():
+    in_flight, peak, lock = 0, 0, threading.Lock()
+
+    def fetch(ref):
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.01 * (5 - int(ref.key.id) % 5))  # later jobs finish first
+        with lock:
+            in_flight -= 1
+        if ref.key.id == "7":
+            raise ApiError("x", "job 7", status=503)
+        return FetchedJob(ref, finished=True, record={"id": ref.key.id})
+
+    refs = [JobRef(JobKey("t", str(i)), f"job {i}") for i in range(20)]
+    out = list(Fetcher(4).map(fetch, refs))
+    assert [ref.key.id for ref, _, _ in out] == [str(i) for i in range(20)]
+    assert isinstance(out[7][2], ApiError) and out[7][1] is None
+    assert peak <= 4
