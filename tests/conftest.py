@@ -89,6 +89,7 @@ def run_tap(
     args: t.Sequence[str] = (),
     timeout: float = 300,
     check: bool = False,
+    env: dict[str, str] | None = None,
 ) -> TapRun:
     with tempfile.TemporaryDirectory() as tmp:
         argv = [TAP, "--config", _write(tmp, "config.json", config), *args]
@@ -96,7 +97,7 @@ def run_tap(
             argv += ["--state", _write(tmp, "state.json", state)]
         if catalog is not None:
             argv += ["--catalog", _write(tmp, "catalog.json", catalog)]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=tap_env())
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env={**tap_env(), **(env or {})})
     run = TapRun(proc.returncode, parse_messages(proc.stdout) if "--about" not in args and "--discover" not in args else [], proc.stdout, proc.stderr)
     if check:
         assert run.returncode == 0, run.stderr[-3000:]

@@ -1,0 +1,116 @@
+"""Faults injected in the fake APIs: ride through what is transient, stop clearly on what is not."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from tests.conftest import CONTRACT_KEYS, populate, run_tap
+
+
+def _records(run) -> dict[str, list]:
+    return {s: sorted(json.dumps(r, sort_keys=True) for r in run.records(s)) for s in CONTRACT_KEYS}
+
+
+def test_a_fifth_of_requests_failing_gives_the_same_records_as_a_clean_run(apis):
+    populate(apis, unfinished=False)
+    for _ in range(6):
+        apis.cognite.add_predict_job(items=3)
+        apis.clavata.add_job(results=2)
+        apis.talonic.add_job(rows=2)
+    config = {**apis.config(), "max_retries": 8, "max_retry_wait": 2}
+    clean = run_tap(config, check=True)
+    for vendor in (apis.cognite, apis.clavata, apis.talonic):
+        vendor.chaos(rate=0.2, seed=7, kinds=("429", "503", "reset", "slow"))
+    noisy = run_tap(config, check=True)
+    assert _records(noisy) == _records(clean)
+    assert "retry" in noisy.stderr.lower()
+
+
+def test_retry_after_is_honoured(apis):
+    job = apis.talonic.add_job(rows=1)
+    apis.talonic.fail(rf"/v1/jobs/{job}/results", kind="status", status=429, times=1, headers={"Retry-After": "3"})
+    started = time.monotonic()
+    run = run_tap(apis.config(sources=("talonic",)), check=True)
+    elapsed = time.monotonic() - started
+    assert len(run.records("extraction_rows")) == 1
+    match = re.search(r"retry 1 of \d+ in ([\d.]+) s", run.stderr)
+    assert match and float(match.group(1)) == pytest.approx(3, abs=0.3), run.stderr[-1500:]
+    assert elapsed >= 3
+
+
+def test_exhausted_retries_leave_the_job_unbookmarked_and_exit_non_zero(apis):
+    good = apis.clavata.add_job(results=1)
+    bad = apis.clavata.add_job(results=2)
+    apis.clavata.fail(rf"/v1/jobs/{bad}$", kind="status", status=503, times=None)
+    config = {**apis.config(sources=("clavata",)), "max_retries": 2, "max_retry_wait": 0.2}
+    first = run_tap(config)
+    assert first.returncode == 1
+    assert bad in first.stderr and "503" in first.stderr
+    assert "Traceback" not in first.stderr
+    assert {r["job_uuid"] for r in first.records("clavata_reports")} == {good}
+
+    apis.clavata.clear_faults()
+    apis.clavata.reset_counters()
+    second = run_tap(config, state=first.state, check=True)
+    assert {r["job_uuid"] for r in second.records("clavata_reports")} == {bad}
+    assert apis.clavata.requests(good) == 0
+
+
+@pytest.mark.parametrize("kind", ["truncated", "html", "wrongtype"])
+def test_a_malformed_payload_names_the_job_and_is_not_bookmarked(apis, kind):
+    job = apis.cognite.add_predict_job(items=3)
+    apis.cognite.fail(rf"/jobs/{job}$", kind=kind, times=None)
+    config = {**apis.config(sources=("cognite",)), "max_retries": 1, "max_retry_wait": 0.1}
+    run = run_tap(config)
+    assert run.returncode == 1
+    assert f"CDF predict job {job}" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not run.records("match_results")
+    finished = (run.state or {}).get("bookmarks", {}).get("entity_matching_jobs", {})
+    assert str(job) not in json.dumps(finished)
+
+
+def test_expiring_oauth_tokens_are_refreshed_before_they_expire(apis):
+    apis.idp.expires_in = 2
+    for _ in range(30):
+        apis.cognite.add_predict_job(items=2)
+    apis.cognite.latency = 0.15
+    config = {**apis.config(cognite_auth="oauth", sources=("cognite",)), "max_concurrent_requests": 2}
+    run = run_tap(config, check=True)
+    assert len(run.records("entity_matching_jobs")) == 30
+    assert len(apis.idp.issued_tokens) >= 2
+    assert not [r for r in apis.cognite.request_log if r.get("status") == 401]
+
+
+@pytest.mark.parametrize("source", ["cognite", "clavata", "talonic"])
+def test_a_wrong_key_fails_clearly_and_leaks_no_secret(apis, source):
+    populate(apis, unfinished=False)
+    config = apis.config(cognite_auth="oauth")
+    if source == "cognite":
+        config["cognite"]["client_secret"] = "wrong-client-secret-123"
+    else:
+        config[source]["api_key"] = "wrong-api-key-456"
+    run = run_tap(config)
+    assert run.returncode == 1
+    assert re.search(rf"{source}.*authentication failed|authentication failed.*{source}", run.stderr, re.I), run.stderr[-2000:]
+    output = run.stdout + run.stderr
+    secrets = [config["cognite"]["client_secret"], config["clavata"]["api_key"], config["talonic"]["api_key"],
+               *apis.idp.issued_tokens, *(j.get("job_token") for j in config["cognite"].get("entity_matching_jobs", []))]
+    for secret in filter(None, secrets):
+        assert secret not in output, "a secret leaked"
+
+
+def test_debug_logging_leaks_no_secret(apis):
+    populate(apis, unfinished=False)
+    config = {**apis.config(cognite_auth="oauth"), "max_retries": 1, "max_retry_wait": 0.1}
+    apis.talonic.fail(r"/v1/jobs$", kind="status", status=400, times=None,
+                      body={"code": "validation_error", "message": f"bad key {config['talonic']['api_key']}"})
+    run = run_tap(config, env={"TAP_JOBRESULTS_LOGLEVEL": "DEBUG"})
+    assert "DEBUG" in run.stderr or "debug" in run.stderr
+    output = run.stdout + run.stderr
+    for secret in [config["talonic"]["api_key"], config["clavata"]["api_key"], config["cognite"]["client_secret"], *apis.idp.issued_tokens]:
+        assert secret not in output

@@ -1,0 +1,125 @@
+"""`meltano run tap-jobresults target-postgres`: the real Meltano, the real loader, the real server.
+
+Meltano installs the tap (`-e .`) and `meltanolabs-target-postgres` into virtualenvs of their own
+under .meltano/, exactly as a user's `meltano install` does; state lives in the system database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CONTRACT_KEYS, ROOT, populate
+
+psycopg = pytest.importorskip("psycopg")
+
+pytestmark = pytest.mark.slow
+MELTANO = shutil.which("meltano") or str(ROOT / ".venv-meltano" / "bin" / "meltano")
+PG_URL = os.environ.get("TAP_JOBRESULTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _meltano(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false", **(env or {})}
+    full_env.pop("VIRTUAL_ENV", None)
+    proc = subprocess.run([MELTANO, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"meltano {' '.join(args)} failed:\n{proc.stderr[-4000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def meltano_installed() -> None:
+    if not Path(MELTANO).exists():
+        pytest.fail(f"meltano not found at {MELTANO}: run `make test` (it installs Meltano into .venv-meltano)")
+    _meltano("install", "--plugin-type", "extractor", "tap-jobresults")
+    _meltano("install", "--plugin-type", "loader", "target-postgres")
+
+
+@pytest.fixture
+def schema() -> str:
+    name = f"jr_{uuid.uuid4().hex[:10]}"
+    yield name
+    with psycopg.connect(PG_URL, autocommit=True) as con:
+        con.execute(f'drop schema if exists "{name}" cascade')
+
+
+def _env(apis, schema: str) -> dict[str, str]:
+    config = apis.config()
+    env = {
+        "TARGET_POSTGRES_HOST": "127.0.0.1",
+        "TARGET_POSTGRES_PORT": "5432",
+        "TARGET_POSTGRES_USER": "postgres",
+        "TARGET_POSTGRES_DATABASE": PG_URL.rsplit("/", 1)[-1],
+        "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
+    }
+    for section, values in config.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                env[f"TAP_JOBRESULTS_{section.upper()}_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        else:
+            env[f"TAP_JOBRESULTS_{section.upper()}"] = str(values)
+    return env
+
+
+def _query(sql: str, *params):
+    with psycopg.connect(PG_URL) as con:
+        return con.execute(sql, params).fetchall()
+
+
+def test_meltano_run_into_postgres_twice(apis, schema, meltano_installed):
+    made = populate(apis)
+    env = _env(apis, schema)
+    suffix = ["--state-id-suffix", schema]
+    _meltano("run", *suffix, "tap-jobresults", "target-postgres", env=env)
+
+    tables = {r[0] for r in _query("select table_name from information_schema.tables where table_schema = %s", schema)}
+    assert tables == set(CONTRACT_KEYS)
+    for table, keys in CONTRACT_KEYS.items():
+        pk = [r[0] for r in _query(
+            "select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey) "
+            "where i.indrelid = %s::regclass and i.indisprimary", f'"{schema}"."{table}"')]
+        assert sorted(pk) == sorted(keys), table
+
+    counts = {t: _query(f'select count(*) from "{schema}"."{t}"')[0][0] for t in CONTRACT_KEYS}
+    assert counts["entity_matching_jobs"] == len(made["predict"])
+    assert counts["match_results"] == 7
+    assert counts["pipeline_runs"] == len(made["runs"])
+    assert counts["pipeline_matches"] == 5 and counts["suggested_rules"] == 2 and counts["generated_rules"] == 1
+    assert counts["clavata_jobs"] == len(made["clavata"]) and counts["clavata_reports"] == 5
+    assert counts["extraction_jobs"] == len(made["talonic"])
+
+    types = dict(_query(
+        "select table_name || '.' || column_name, data_type from information_schema.columns where table_schema = %s", schema))
+    assert types["match_results.source"] == "jsonb"
+    assert types["extraction_rows.values"] == "jsonb"
+    assert types["entity_matching_jobs.created_time"].startswith("timestamp")
+    assert types["clavata_jobs.completed"].startswith("timestamp")
+    assert types["match_results.top_score"] in ("double precision", "numeric")
+    names = _query(f'select source->>\'name\' from "{schema}".match_results where source->>\'name\' is not null')
+    assert names, "source->>'name' is queryable"
+    totals = _query(f'select "values"->>\'total\' from "{schema}".extraction_rows')
+    assert totals
+
+    first_load = _query(f'select max(_sdc_batched_at) from "{schema}".extraction_rows')[0][0]
+    apis.cognite.finish_all()
+    apis.clavata.finish_all()
+    apis.talonic.finish_all()
+    new_job = apis.talonic.add_job(rows=2)
+    _meltano("run", *suffix, "tap-jobresults", "target-postgres", env=env)
+
+    for table, keys in CONTRACT_KEYS.items():
+        cols = ", ".join(keys)
+        dupes = _query(f'select {cols}, count(*) from "{schema}"."{table}" group by {cols} having count(*) > 1')
+        assert not dupes, (table, dupes[:3])
+    statuses = dict(_query(f'select job_id, status from "{schema}".entity_matching_jobs'))
+    assert "Running" not in statuses.values()
+    assert _query(f'select count(*) from "{schema}".match_results')[0][0] == 7 + 2
+    reloaded = {r[0] for r in _query(
+        f'select distinct job_id from "{schema}".extraction_rows where _sdc_batched_at > %s', first_load)}
+    # Only the job that was processing and the new one came again: finished jobs were not re-read.
+    assert reloaded == {made["talonic"][-1], new_job}
