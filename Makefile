@@ -22,8 +22,17 @@ $(LOADER_VENV)/bin/target-duckdb:
 demo: install $(LOADER_VENV)/bin/target-duckdb
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/$(LOADER_VENV)/bin:$$PATH" $(BIN)/python scripts/demo.py
 
-test: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+# Loaders and Meltano for the end-to-end tests, each in its own virtualenv (as Meltano does).
+.venv-meltano/bin/meltano:
+	$(PYTHON) -m venv .venv-meltano
+	.venv-meltano/bin/pip install --quiet 'meltano==4.4.1'
+
+.venv-target-snowflake/bin/target-snowflake:
+	$(PYTHON) -m venv .venv-target-snowflake
+	.venv-target-snowflake/bin/pip install --quiet 'meltanolabs-target-snowflake==0.19.2'
+
+test: install .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake
+	PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: install
 	$(BIN)/python -m benchmarks
@@ -36,4 +45,4 @@ lock:
 	$(BIN)/pip freeze --exclude-editable | grep -v '^tap-jobresults' > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(LOADER_VENV) output .pytest_cache
+	rm -rf $(VENV) $(LOADER_VENV) .venv-meltano .venv-target-snowflake .meltano output .pytest_cache

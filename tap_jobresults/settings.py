@@ -124,6 +124,9 @@ CONFIG_SCHEMA: dict = th.PropertiesList(
     th.Property("clavata", _CLAVATA, description="Clavata content-policy evaluation jobs."),
     th.Property("talonic", _TALONIC, description="Talonic document extraction jobs."),
 ).to_dict()
+# A misspelt setting is an error, not a silently ignored key (the SDK adds its built-in settings,
+# stream_maps, batch_config, ..., to `properties` before validating).
+CONFIG_SCHEMA["additionalProperties"] = False
 
 _BOUNDS = {
     "max_concurrent_requests": (1, 64),

@@ -60,7 +60,7 @@ class JobStream(_JobResultsStream):
     def get_records(self, context: Context | None) -> t.Iterable[Record]:
         source = self.source
         batching = self.get_batch_config(self.config) is not None
-        partitions_state: dict = self.stream_state.setdefault("partitions", {})
+        partitions_state: dict = self.stream_state.setdefault("job_bookmarks", {})
         try:
             partitions = source.partitions()
         except TapJobResultsError as exc:

@@ -166,4 +166,3 @@ class TapJobResults(Tap):
             os._exit(EXIT_INTERRUPTED)  # worker threads may be mid-request; do not wait for them
 
 
-cli = TapJobResults.cli
