@@ -193,8 +193,13 @@ class ApiClient:
         *,
         params: dict[str, t.Any] | None = None,
         headers: dict[str, str] | None = None,
+        decode_as: type | None = None,
     ) -> t.Any:
-        """GET base_url + path and decode JSON, retrying what is transient. `what` names the job."""
+        """GET base_url + path and decode JSON, retrying what is transient. `what` names the job.
+
+        With `decode_as` (a msgspec Struct), the body is checked against the documented shape while
+        it is decoded; large arrays declared as `msgspec.Raw` stay undecoded slices of the body.
+        """
         url = path if path.startswith("http") else self.base_url + path
 
         def wait_gen() -> t.Generator[float, t.Any, None]:
@@ -225,7 +230,7 @@ class ApiClient:
             on_backoff=on_backoff,
         )
         def attempt() -> t.Any:
-            return self._attempt(url, what, params, headers)
+            return self._attempt(url, what, params, headers, decode_as)
 
         try:
             return attempt()
@@ -235,7 +240,7 @@ class ApiClient:
 
     # -- one attempt ----------------------------------------------------------------------------
 
-    def _attempt(self, url: str, what: str, params: t.Any, headers: dict[str, str] | None) -> t.Any:
+    def _attempt(self, url: str, what: str, params: t.Any, headers: dict[str, str] | None, decode_as: type | None) -> t.Any:
         refreshed = False
         while True:
             request_headers = dict(headers or {})
@@ -254,7 +259,11 @@ class ApiClient:
         if response.status_code >= 400:
             raise self._classify(response, what)
         try:
+            if decode_as is not None:
+                return msgspec.json.decode(response.content, type=decode_as)
             return _decoder.decode(response.content)
+        except msgspec.ValidationError as exc:
+            raise MalformedPayload(self.source, what, str(exc)) from None
         except msgspec.DecodeError as exc:
             content_type = response.headers.get("Content-Type", "unknown content type")
             raise MalformedPayload(

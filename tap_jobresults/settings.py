@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
 
+from tap_jobresults.lifecycle import iso
+
 DEFAULT_MAX_CONCURRENT_REQUESTS = 8
 
 SOURCES = ("cognite", "clavata", "talonic")
@@ -170,6 +172,13 @@ def semantic_errors(config: t.Mapping[str, t.Any]) -> list[str]:
         value = config.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
             errors.append(f"{key}: {value} is out of range ({low}..{high})")
+
+    start_date = config.get("start_date")
+    if isinstance(start_date, str):
+        try:
+            iso(start_date)
+        except ValueError:
+            errors.append(f"start_date: {start_date!r} is not an ISO 8601 date-time (e.g. 2025-01-01T00:00:00Z)")
 
     if not any(isinstance(config.get(name), dict) for name in SOURCES):
         errors.append(

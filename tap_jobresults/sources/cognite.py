@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import typing as t
 
+import msgspec
+
 from tap_jobresults.errors import MalformedPayload
 from tap_jobresults.lifecycle import Bookmark, FetchedJob, JobKey, JobRef
 from tap_jobresults.sources.base import JobSource, NewestFirstListing, require, timestamp
@@ -71,6 +73,33 @@ class ConfiguredJobs(Bookmark):
             self._state["finished"][key.id] = "missing" if missing else "finished"
 
 
+class _Match(msgspec.Struct):
+    score: float | None = None
+    target: dict | None = None
+
+
+class _Item(msgspec.Struct):
+    source: dict | None = None
+    matches: list[_Match] | None = None
+
+
+class PredictJobBody(msgspec.Struct):
+    """GET /context/entitymatching/jobs/{jobId}. `items` stay raw JSON slices until emitted, so a
+    100k-item job costs its body's bytes in memory, not several times that in Python objects."""
+
+    status: str
+    jobId: int
+    createdTime: int | None = None
+    startTime: int | None = None
+    statusTime: int | None = None
+    errorMessage: str | None = None
+    items: list[msgspec.Raw] | None = None
+
+
+_ITEM = msgspec.json.Decoder(_Item)
+_ANY = msgspec.json.Decoder()
+
+
 class PredictJobs(JobSource):
     vendor = "cognite"
     terminal_statuses = TERMINAL
@@ -93,22 +122,32 @@ class PredictJobs(JobSource):
     def fetch(self, partition: str, ref: JobRef, want_results: bool) -> FetchedJob:
         what = ref.label
         token = self.jobs.get(ref.key.id)
-        body = self.client.get_json(
+        body: PredictJobBody = self.client.get_json(
             f"{_project_path(self.section)}/context/entitymatching/jobs/{ref.key.id}",
             what,
             headers={"X-Job-Token": token} if token else None,
+            decode_as=PredictJobBody,
         )
-        record = {"job_id": require("cognite", what, body, "jobId", int), **_summary_fields("cognite", what, body)}
-        finished = self.is_finished(record["status"])
-        items = _objects("cognite", what, body, "items")
-        for index, item in enumerate(items):
-            if not isinstance(item.get("matches", []), list):
-                raise MalformedPayload("cognite", what, f"items[{index}].matches should be an array")
-        record["finished"] = finished
-        record["item_count"] = len(items) if finished else None
+        items = body.items or []
+        for index, raw in enumerate(items):  # check every item before the first one is written
+            try:
+                _ITEM.decode(raw)
+            except msgspec.ValidationError as exc:
+                raise MalformedPayload("cognite", what, f"items[{index}]: {exc}") from None
+        finished = self.is_finished(body.status)
+        record = {
+            "job_id": body.jobId,
+            "status": body.status,
+            "finished": finished,
+            "created_time": timestamp("cognite", what, body.createdTime, "createdTime"),
+            "start_time": timestamp("cognite", what, body.startTime, "startTime"),
+            "status_time": timestamp("cognite", what, body.statusTime, "statusTime"),
+            "error_message": body.errorMessage,
+            "item_count": len(items) if finished else None,
+        }
         if self.is_before_start(record["created_time"]):
             return FetchedJob(ref, finished=True, record=None)  # type: ignore[arg-type]
-        return FetchedJob(ref, finished=finished, record=record, payload=body if finished and items else None)
+        return FetchedJob(ref, finished=finished, record=record, payload=items if finished and items else None)
 
 
 class EntityMatchingJobsStream(JobStream):
@@ -124,7 +163,8 @@ class MatchResultsStream(ResultStream):
 
     def rows(self, job: FetchedJob) -> t.Iterable[dict]:
         job_id = job.record["job_id"]
-        for index, item in enumerate(job.payload["items"]):
+        for index, raw in enumerate(job.payload):
+            item = _ANY.decode(raw)
             matches = item.get("matches") or []
             top = max(matches, key=lambda m: m.get("score") or 0.0) if matches else None
             yield {

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import typing as t
 
+import msgspec
+
 from tap_jobresults.errors import MalformedPayload
 from tap_jobresults.lifecycle import Bookmark, FetchedJob, JobKey, JobRef
 from tap_jobresults.sources.base import JobSource, NewestFirstListing, require, timestamp
@@ -17,6 +19,24 @@ from tap_jobresults.streams import JobStream, ResultStream
 
 TERMINAL = frozenset({"complete", "completed", "failed", "cancelled", "canceled"})
 PAGE_LIMIT = 100  # documented maximum is 500; 100 keeps a page's latency low
+
+
+class _Row(msgspec.Struct):
+    id: str
+    values: dict | None = None
+    confidence: float | None = None
+    validation_flags: list[str | dict] | None = None  # strings (docs) or objects (OpenAPI)
+
+
+class ResultsBody(msgspec.Struct):
+    """GET /v1/jobs/{id}/results; rows stay raw JSON slices until emitted (one row per document)."""
+
+    job_status: str | None = None
+    data: list[msgspec.Raw] | None = None
+
+
+_ROW = msgspec.json.Decoder(_Row)
+_ANY = msgspec.json.Decoder()
 
 
 class ExtractionJobs(JobSource):
@@ -82,17 +102,13 @@ class ExtractionJobs(JobSource):
             return FetchedJob(ref, finished=True, record=None)  # type: ignore[arg-type]
         payload = None
         if want_results and status.lower() not in ("pending", "queued"):
-            payload = self.client.get_json(f"/v1/jobs/{ref.key.id}/results", f"{what} results")
-            rows = require("talonic", f"{what} results", payload, "data", list, optional=True) or []
-            for index, row in enumerate(rows):
-                where = f"{what} results data[{index}]"
-                require("talonic", where, row, "id", str)
-                require("talonic", where, row, "values", dict, optional=True)
-                flags = require("talonic", where, row, "validation_flags", list, optional=True)
-                if flags and not all(isinstance(flag, (str, dict)) for flag in flags):
-                    raise MalformedPayload("talonic", where, "validation_flags should hold strings or objects")
-            if not rows:
-                payload = None
+            results: ResultsBody = self.client.get_json(f"/v1/jobs/{ref.key.id}/results", f"{what} results", decode_as=ResultsBody)
+            for index, raw in enumerate(results.data or []):  # check every row before the first is written
+                try:
+                    _ROW.decode(raw)
+                except msgspec.ValidationError as exc:
+                    raise MalformedPayload("talonic", f"{what} results", f"data[{index}]: {exc}") from None
+            payload = results if results.data else None
         return FetchedJob(ref, finished=record["finished"], record=record, payload=payload)
 
 
@@ -109,8 +125,9 @@ class ExtractionRowsStream(ResultStream):
 
     def rows(self, job: FetchedJob) -> t.Iterable[dict]:
         job_id = job.record["job_id"]
-        job_status = job.payload.get("job_status")
-        for row in job.payload["data"]:
+        job_status = job.payload.job_status
+        for raw in job.payload.data:
+            row = _ANY.decode(raw)
             yield {
                 "id": row["id"],
                 "job_id": job_id,

@@ -1,0 +1,235 @@
+"""Fake CDF entity matching: predict jobs, pipelines and pipeline runs (api-notes §1-3).
+
+Every response carries `x-request-id`; errors use `{"error": {"code", "message", "missing"?}}`;
+pipeline endpoints answer only with `cdf-version: 20230101-beta` (or `beta`); times are ms epochs.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import random
+import time
+import typing as t
+import uuid
+
+from tests.fakeapi.base import BadRequest, Response, VendorServer, bearer
+
+TERMINAL = {"Completed", "Failed"}
+EPOCH_2025 = 1735689600000  # 2025-01-01T00:00:00Z in ms
+
+
+class CogniteServer(VendorServer):
+    name = "cognite"
+    project = "fakeproject"
+    static_token = "cdf-static-token-0123456789"
+    P = r"/api/v1/projects/(?P<project>[^/]+)/context/entitymatching"
+    routes: t.ClassVar = [
+        ("GET", P + r"/jobs/(?P<job>[^/]+)", "get_predict_job"),
+        ("GET", P + r"/pipelines", "list_pipelines"),
+        ("GET", P + r"/pipelines/(?P<pid>\d+)", "get_pipeline"),
+        ("GET", P + r"/pipelines/(?P<pid>\d+)/runs", "list_runs"),
+        ("GET", P + r"/pipelines/(?P<pid>\d+)/runs/(?P<run>[^/]+)", "get_run"),
+    ]
+
+    def __init__(self, idp: t.Any) -> None:
+        super().__init__()
+        self.idp = idp
+        self.predict_jobs: dict[int, dict] = {}
+        self.pipelines: dict[int, dict] = {}
+        self.runs: dict[int, dict[int, dict]] = {}
+        self.runs_order = "desc"
+        self._ids = itertools.count(4_000_000_000_001)
+        self._clock = itertools.count(EPOCH_2025, 60_000)  # one minute apart, in creation order
+        self._rng = random.Random(42)
+
+    # -- envelopes --------------------------------------------------------------------------------
+
+    def authorized(self, headers: dict) -> bool:
+        token = bearer(headers)
+        return token == self.static_token or (token is not None and self.idp.is_valid(token))
+
+    def error(self, status: int, code: str, message: str) -> Response:
+        return status, {"error": {"code": status, "message": message}}, {}
+
+    def extra_headers(self) -> dict:
+        return {"x-request-id": uuid.uuid4().hex[:16]}
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def add_predict_job(self, items: int = 10, matches_per_item: int = 2, status: str = "Completed",
+                        job_token: str | None = None, error_message: str | None = None,
+                        created_ms: int | None = None, job_id: int | None = None) -> int:
+        job_id = job_id or next(self._ids)
+        created = created_ms or next(self._clock)
+        with self.lock:
+            self.predict_jobs[job_id] = {
+                "jobId": job_id, "status": status, "createdTime": created, "startTime": created + 1000,
+                "statusTime": created + 2000, "errorMessage": error_message, "token": job_token,
+                "n_items": items, "per_item": matches_per_item,
+            }
+        return job_id
+
+    def add_pipeline(self, pipeline_id: int | None = None, name: str | None = None) -> int:
+        pid = pipeline_id or next(self._ids)
+        with self.lock:
+            self.pipelines[pid] = {
+                "id": pid, "externalId": f"pipeline-{pid}", "name": name or f"pipeline {pid}",
+                "owner": "alice@example.com", "createdTime": EPOCH_2025, "lastUpdatedTime": EPOCH_2025,
+                "sources": {"dataSetIds": [{"id": 1}], "resource": "assets"},
+                "targets": {"dataSetIds": [{"id": 2}], "resource": "assets"},
+                "modelParameters": {"featureType": "bigram"}, "scoreThreshold": 0.7, "scheduleInterval": 7200,
+            }
+            self.runs.setdefault(pid, {})
+        return pid
+
+    def add_run(self, pipeline_id: int, status: str = "Completed", matches: int = 5, suggested_rules: int = 2,
+                generated_rules: int = 1, errors: list[str] | None = None, error_message: str | None = None,
+                created_ms: int | None = None, run_id: int | None = None) -> int:
+        run_id = run_id or next(self._ids)
+        created = created_ms or next(self._clock)
+        with self.lock:
+            self.runs.setdefault(pipeline_id, {})[run_id] = {
+                "jobId": run_id, "status": status, "createdTime": created, "startTime": created + 1000,
+                "statusTime": created + 2000, "errorMessage": error_message, "errors": errors or [],
+                "n": (matches, suggested_rules, generated_rules),
+            }
+        return run_id
+
+    def set_status(self, job_id: int, status: str) -> None:
+        with self.lock:
+            job = self.predict_jobs[job_id]
+            job["status"], job["statusTime"] = status, int(time.time() * 1000)
+        self.invalidate(("job", job_id))
+
+    def set_run_status(self, pipeline_id: int, run_id: int, status: str) -> None:
+        with self.lock:
+            run = self.runs[pipeline_id][run_id]
+            run["status"], run["statusTime"] = status, int(time.time() * 1000)
+        self.invalidate(("run", run_id))
+
+    def finish_all(self) -> None:
+        with self.lock:
+            for job in self.predict_jobs.values():
+                if job["status"] not in TERMINAL:
+                    self.set_status(job["jobId"], "Completed")
+            for pid, runs in self.runs.items():
+                for run in runs.values():
+                    if run["status"] not in TERMINAL:
+                        self.set_run_status(pid, run["jobId"], "Completed")
+
+    # -- payloads --------------------------------------------------------------------------------
+
+    def _entity(self, kind: str, n: int) -> dict:
+        return {"name": f"{kind}-{n}", "id": n, "externalId": f"{kind[0]}{n}", "meta": {"site": "oslo", "tag": f"T-{n % 97}"}}
+
+    def _predict_body(self, job: dict) -> dict:
+        body = {k: job[k] for k in ("status", "createdTime", "startTime", "statusTime", "jobId", "errorMessage")}
+        items = []
+        if job["status"] == "Completed":
+            rng = random.Random(job["jobId"])
+            for i in range(job["n_items"]):
+                count = 0 if i % 5 == 4 else job["per_item"]
+                scores = sorted((round(rng.random(), 4) for _ in range(count)), reverse=True)
+                items.append({"source": self._entity("source", i), "matches": [
+                    {"score": s, "target": self._entity("asset", rng.randrange(10_000))} for s in scores]})
+        body["items"] = items
+        return body
+
+    def _summary(self, run: dict) -> dict:
+        return {k: run[k] for k in ("status", "createdTime", "startTime", "statusTime", "jobId", "errorMessage")}
+
+    def _run_body(self, run: dict) -> dict:
+        body = self._summary(run)
+        n_matches, n_suggested, n_generated = run["n"] if run["status"] == "Completed" else (0, 0, 0)
+        rng = random.Random(run["jobId"])
+        rule_match = lambda i: {  # noqa: E731
+            "sourceKeyField": "name", "targetKeyField": "name", "source": self._entity("source", i),
+            "target": self._entity("asset", i), "existingMatchType": "none", "consistentMatch": bool(i % 2)}
+        body["matches"] = [{"matchType": rng.choice(["model", "rule", "existing"]), "score": round(rng.random(), 4),
+                            "source": self._entity("source", i), "target": self._entity("asset", i)} for i in range(n_matches)]
+        body["suggestedRules"] = [{"matches": [rule_match(i)], "inputPattern": f"P{i}-[0-9]+", "predictPattern": f"A{i}-[0-9]+",
+                                   "numMatches": 3 + i, "avgScore": 0.73, "matchIndex": [i, i + 1]} for i in range(n_suggested)]
+        body["generatedRules"] = [{"matches": [rule_match(i)], "numConflicts": i, "numOverlaps": 1} for i in range(n_generated)]
+        body["errors"] = run["errors"]
+        return body
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    def _project_ok(self, match: t.Any) -> Response | None:
+        if match["project"] != self.project:
+            return self.error(403, "forbidden", f"no access to project {match['project']}")
+        return None
+
+    def _beta(self, headers: dict) -> Response | None:
+        version = {k.lower(): v for k, v in headers.items()}.get("cdf-version")
+        if version not in ("20230101-beta", "beta"):
+            return self.error(400, "invalid", "entity matching pipelines require cdf-version: 20230101-beta")
+        return None
+
+    def _missing(self, ident: t.Any) -> Response:
+        status, body, extra = self.error(404, "not_found", "Ids not found")
+        body["error"]["missing"] = [{"id": ident}]
+        return status, body, extra
+
+    def get_predict_job(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
+        if (denied := self._project_ok(match)):
+            return denied
+        try:
+            job_id = int(match["job"])
+        except ValueError:
+            raise BadRequest("jobId must be an integer") from None
+        self.count(job_id)
+        with self.lock:
+            job = self.predict_jobs.get(job_id)
+        if job is None:
+            return self._missing(job_id)
+        sent = {k.lower(): v for k, v in headers.items()}.get("x-job-token")
+        if job["token"] and sent is not None and sent != job["token"]:
+            return self.error(403, "forbidden", "invalid X-Job-Token")
+        return 200, self.cached(("job", job_id), lambda: self._predict_body(job)), {}
+
+    def _page(self, items: list, query: dict) -> dict:
+        limit = min(max(int(query.get("limit", ["100"])[0]), 1), 100)  # "maximum ... is 100"
+        cursor = query.get("cursor", [None])[0]
+        start = int(base64.urlsafe_b64decode(cursor).decode()) if cursor else 0
+        page = items[start:start + limit]
+        more = start + limit < len(items)
+        return {"items": page, "nextCursor": base64.urlsafe_b64encode(str(start + limit).encode()).decode() if more else None}
+
+    def list_pipelines(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
+        if (denied := self._project_ok(match) or self._beta(headers)):
+            return denied
+        with self.lock:
+            items = list(self.pipelines.values())
+        return 200, self._page(items, query), {}
+
+    def get_pipeline(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
+        if (denied := self._project_ok(match) or self._beta(headers)):
+            return denied
+        pipeline = self.pipelines.get(int(match["pid"]))
+        return (200, pipeline, {}) if pipeline else self._missing(int(match["pid"]))
+
+    def list_runs(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
+        if (denied := self._project_ok(match) or self._beta(headers)):
+            return denied
+        pid = int(match["pid"])
+        if pid not in self.pipelines:
+            return self._missing(pid)
+        with self.lock:
+            runs = [self._summary(r) for r in self.runs.get(pid, {}).values()]
+        runs.sort(key=lambda r: (r["createdTime"], r["jobId"]), reverse=self.runs_order == "desc")
+        if self.runs_order == "shuffled":
+            random.Random(pid).shuffle(runs)
+        return 200, self._page(runs, query), {}
+
+    def get_run(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
+        if (denied := self._project_ok(match) or self._beta(headers)):
+            return denied
+        pid, run_id = int(match["pid"]), int(match["run"])
+        self.count(run_id)
+        with self.lock:
+            run = self.runs.get(pid, {}).get(run_id)
+        if run is None:
+            return self._missing(run_id)
+        return 200, self.cached(("run", run_id), lambda: self._run_body(run)), {}

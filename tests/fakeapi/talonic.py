@@ -1,0 +1,174 @@
+"""Fake Talonic extraction API (api-notes §5, extraction-job-results.txt).
+
+Cursor-paged job list (`{data, pagination: {total, limit, has_more, next_cursor}}`, cursor =
+base64 of `{"createdAt", "id"}`), job details, and results readable while a job processes.
+Error envelope per the error-format page; rate-limit headers on every response.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import random
+import re
+import time
+import typing as t
+from datetime import datetime, timedelta, timezone
+
+from tests.fakeapi.base import BadRequest, Response, VendorServer, bearer, new_uuid
+
+TERMINAL = {"complete", "completed", "failed", "cancelled"}
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _ts(moment: datetime | None) -> str | None:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if moment else None
+
+
+class TalonicServer(VendorServer):
+    name = "talonic"
+    api_key = "tlnc_test_0123456789abcdef"
+    routes: t.ClassVar = [
+        ("GET", r"/v1/jobs", "list_jobs"),
+        ("GET", r"/v1/jobs/(?P<id>[^/]+)", "get_job"),
+        ("GET", r"/v1/jobs/(?P<id>[^/]+)/results", "get_results"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: dict[str, dict] = {}
+        self.jobs_order = "desc"
+        self._clock = itertools.count()
+        self._start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+    def authorized(self, headers: dict) -> bool:
+        return bearer(headers) == self.api_key
+
+    def error(self, status: int, code: str, message: str) -> Response:
+        code = {401: "unauthorized", 404: "not_found", 429: "rate_limited", 400: "validation_error"}.get(status, code)
+        body = {"statusCode": status, "code": code, "error": code.replace("_", " ").title(), "message": message,
+                "retryable": status in (429, 500, 502, 503, 504), "request_id": f"req_{new_uuid()[:12]}",
+                "timestamp": _ts(datetime.now(timezone.utc)), "path": ""}
+        headers = {"Retry-After": "1", "X-RateLimit-Reset": str(int(time.time()) + 1)} if status == 429 else {}
+        return status, body, headers
+
+    def extra_headers(self) -> dict:
+        return {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "4999", "X-RateLimit-Reset": str(int(time.time()) + 86400)}
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def add_job(self, status: str = "completed", rows: int = 3, created_at: t.Any = None,
+                flags_as_objects: bool = False, name: str | None = None) -> str:
+        job_id = new_uuid()
+        if isinstance(created_at, str):
+            created_at = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+        created = created_at or self._start + timedelta(minutes=next(self._clock))
+        with self.lock:
+            self.jobs[job_id] = {"id": job_id, "status": status, "rows": rows, "created": created,
+                                 "objects": flags_as_objects, "name": name or f"invoices batch {len(self.jobs) + 1}",
+                                 "schema": {"id": new_uuid(), "name": "Invoice"}, "row_ids": [new_uuid() for _ in range(rows)]}
+        return job_id
+
+    def set_status(self, job_id: str, status: str) -> None:
+        with self.lock:
+            self.jobs[job_id]["status"] = status
+        self.invalidate(job_id)
+
+    def finish_all(self) -> None:
+        with self.lock:
+            for job in self.jobs.values():
+                if job["status"] not in TERMINAL:
+                    self.set_status(job["id"], "completed")
+
+    # -- payloads --------------------------------------------------------------------------------
+
+    def _job(self, job: dict) -> dict:
+        status = job["status"]
+        done = status in TERMINAL
+        started = None if status in ("pending", "queued") else job["created"] + timedelta(seconds=5)
+        return {
+            "id": job["id"], "name": job["name"], "status": status,
+            "progress": 40 if status == "processing" else None, "estimated_seconds_remaining": None,
+            "schema": job["schema"], "document_count": job["rows"],
+            "completed_documents": job["rows"] if done else job["rows"] // 2,
+            "grid_stats": {"total_cells": job["rows"] * 4, "filled": job["rows"] * 3, "empty": job["rows"], "fill_rate": 0.75},
+            "current_phase": "completed" if done else "phase_2_execute",
+            "error": {"code": "extraction_failed", "message": "document unreadable"} if status == "failed" else None,
+            "created_at": _ts(job["created"]), "started_at": _ts(started),
+            "completed_at": _ts(job["created"] + timedelta(minutes=2)) if done else None,
+            "links": {"self": f"/v1/jobs/{job['id']}", "dashboard": f"https://app.talonic.com/jobs/{job['id']}"},
+        }
+
+    def _results(self, job: dict) -> dict:
+        done = job["status"] in TERMINAL
+        rows = job["row_ids"] if done else job["row_ids"][: max(1, len(job["row_ids"]) // 2)]
+        if job["status"] == "failed":
+            rows = []
+        data = []
+        for i, row_id in enumerate(rows):
+            rng = random.Random(row_id)
+            confidence = round(rng.uniform(0.55, 0.99), 2)
+            total = round(rng.uniform(10, 9000), 2) if (done and i % 4 != 3) else None
+            flags = [] if total is not None else ["missing_required_field:total"]
+            if confidence < 0.7:
+                flags.append("format_mismatch:date")
+            if job["objects"]:
+                flags = [{"code": f.split(":")[0], "field": f.split(":")[1]} for f in flags]
+            data.append({
+                "id": row_id, "document_id": f"doc-{row_id[:8]}", "filename": f"invoice_{i:04d}.pdf",
+                "status": "complete" if done else "partial",
+                "values": {"invoice_number": f"INV-2025-{i:04d}", "vendor": "Acme Corp", "total": total,
+                           "date": "2025-10-01", "currency": "EUR", "lines": i % 7},
+                "confidence": confidence, "validation_flags": flags,
+            })
+        status = "complete" if job["status"] in ("complete", "completed") else job["status"]  # "completed mapped to complete"
+        return {"job_id": job["id"], "job_status": status, "schema": job["schema"], "total_rows": len(data), "data": data,
+                "links": {"self": f"/v1/jobs/{job['id']}/results", "job": f"/v1/jobs/{job['id']}"}}
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    def list_jobs(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
+        limit = int(query.get("limit", ["20"])[0])
+        if not 1 <= limit <= 500:
+            raise BadRequest("limit must be between 1 and 500", "validation_error")
+        status = query.get("status", [None])[0]
+        with self.lock:
+            jobs = [j for j in self.jobs.values() if status is None or j["status"] == status]
+        jobs.sort(key=lambda j: (j["created"], j["id"]), reverse=self.jobs_order == "desc")
+        cursor = query.get("cursor", [None])[0]
+        start = 0
+        if cursor:
+            position = json.loads(base64.b64decode(cursor))
+            start = next((i + 1 for i, j in enumerate(jobs) if j["id"] == position["id"]), len(jobs))
+        page = jobs[start:start + limit]
+        more = start + limit < len(jobs)
+        next_cursor = None
+        if more and page:
+            next_cursor = base64.b64encode(json.dumps({"createdAt": _ts(page[-1]["created"]), "id": page[-1]["id"]}).encode()).decode()
+        return 200, {"data": [self._job(j) for j in page],
+                     "pagination": {"total": len(jobs), "limit": limit, "has_more": more, "next_cursor": next_cursor}}, {}
+
+    def _lookup(self, job_id: str) -> dict:
+        if not UUID.fullmatch(job_id):
+            raise BadRequest("Invalid job ID format. Must be a UUID.", "validation_error")
+        with self.lock:
+            job = self.jobs.get(job_id)
+        if job is None:
+            raise LookupError
+        return job
+
+    def get_job(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
+        self.count(match["id"])
+        try:
+            return 200, self._job(self._lookup(match["id"])), {}
+        except LookupError:
+            return self.error(404, "not_found", "No job with this ID exists for your organization.")
+
+    def get_results(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
+        self.count(match["id"])
+        try:
+            job = self._lookup(match["id"])
+        except LookupError:
+            return self.error(404, "not_found", "No job with this ID exists for your organization.")
+        return 200, self.cached(job["id"], lambda: self._results(job)), {}
