@@ -79,13 +79,14 @@ class TapJobResults(Tap):
     # -- streams -------------------------------------------------------------------------------------
 
     def _client(self, vendor: str, section: t.Mapping[str, t.Any]) -> ApiClient:
+        # The SDK reads JSON numbers as Decimal; timeouts and waits are floats here.
         timeouts = {
-            "connect_timeout": self.config.get("connect_timeout", 10),
-            "read_timeout": self.config.get("read_timeout", 120),
-            "max_retries": self.config.get("max_retries", 6),
-            "max_retry_wait": self.config.get("max_retry_wait", 120),
+            "connect_timeout": float(self.config.get("connect_timeout", 10)),
+            "read_timeout": float(self.config.get("read_timeout", 120)),
+            "max_retries": int(self.config.get("max_retries", 6)),
+            "max_retry_wait": float(self.config.get("max_retry_wait", 120)),
         }
-        width = self.config.get("max_concurrent_requests", settings.DEFAULT_MAX_CONCURRENT_REQUESTS)
+        width = int(self.config.get("max_concurrent_requests", settings.DEFAULT_MAX_CONCURRENT_REQUESTS))
         base_url = section.get("base_url") or settings.DEFAULT_BASE_URLS[vendor]
         auth: t.Any
         refresh = None
@@ -117,7 +118,7 @@ class TapJobResults(Tap):
 
     def discover_streams(self) -> list[JobStream]:
         streams: list[t.Any] = []
-        width = self.config.get("max_concurrent_requests", settings.DEFAULT_MAX_CONCURRENT_REQUESTS)
+        width = int(self.config.get("max_concurrent_requests", settings.DEFAULT_MAX_CONCURRENT_REQUESTS))
         for vendor, stream_types in SOURCE_STREAMS.items():
             section = self.config.get(vendor)
             if not isinstance(section, dict):
