@@ -14,7 +14,7 @@ import typing as t
 from pathlib import Path
 
 from singer_sdk import Stream
-from singer_sdk.helpers._typing import TypeConformanceLevel
+from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_jobresults.errors import AuthError, NotFoundError, TapJobResultsError
 from tap_jobresults.lifecycle import FetchedJob, Fetcher, Failures
