@@ -54,6 +54,7 @@ def _env(apis, schema: str) -> dict[str, str]:
         "TARGET_POSTGRES_HOST": "127.0.0.1",
         "TARGET_POSTGRES_PORT": "5432",
         "TARGET_POSTGRES_USER": "postgres",
+        "TARGET_POSTGRES_PASSWORD": os.environ.get("PGPASSWORD", "unused-with-trust-auth"),
         "TARGET_POSTGRES_DATABASE": PG_URL.rsplit("/", 1)[-1],
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
     }
@@ -97,6 +98,10 @@ def test_meltano_run_into_postgres_twice(apis, schema, meltano_installed):
         "select table_name || '.' || column_name, data_type from information_schema.columns where table_schema = %s", schema))
     assert types["match_results.source"] == "jsonb"
     assert types["extraction_rows.values"] == "jsonb"
+    # Arrays of objects are declared without `items` so that they land as jsonb, not jsonb[].
+    assert types["match_results.matches"] == "jsonb"
+    assert types["extraction_rows.validation_flags"] == "jsonb"
+    assert _query(f'select max(jsonb_array_length(matches)) from "{schema}".match_results')[0][0] == 2
     assert types["entity_matching_jobs.created_time"].startswith("timestamp")
     assert types["clavata_jobs.completed"].startswith("timestamp")
     assert types["match_results.top_score"] in ("double precision", "numeric")

@@ -109,7 +109,7 @@ class TalonicServer(VendorServer):
         for i, row_id in enumerate(rows):
             rng = random.Random(row_id)
             confidence = round(rng.uniform(0.55, 0.99), 2)
-            total = round(rng.uniform(10, 9000), 2) if (done and i % 4 != 3) else None
+            total = round(rng.uniform(10, 9000), 2) if (done and i % 4 != 1) else None  # every 4th row lacks a total
             flags = [] if total is not None else ["missing_required_field:total"]
             if confidence < 0.7:
                 flags.append("format_mismatch:date")
