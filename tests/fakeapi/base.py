@@ -163,7 +163,7 @@ class VendorServer:
         headers = {k: v for k, v in handler.headers.items()}
         length = int(handler.headers.get("Content-Length") or 0)
         form = parse_qs(handler.rfile.read(length).decode()) if length else {}
-        entry = {"method": method, "path": path, "query": query, "headers": headers, "form": form}
+        entry = {"method": method, "path": path, "query": query, "headers": headers, "form": form, "time": time.monotonic()}
         with self.lock:
             self.request_log.append(entry)
         if self.latency:
