@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import typing as t
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
@@ -163,6 +164,17 @@ def check_url(setting: str, url: t.Any) -> str | None:
             "unencrypted); use https://, or a loopback host for local tests"
         )
     return None
+
+
+def shape_errors(config: t.Any) -> list[str]:
+    """Sections that are not objects: reported before the schema validator trips over them."""
+    if not isinstance(config, Mapping):
+        return ["the config must be a JSON object"]
+    return [
+        f"{name}: must be an object of settings, got {type(config[name]).__name__}"
+        for name in SOURCES
+        if name in config and not isinstance(config[name], dict)
+    ]
 
 
 def semantic_errors(config: t.Mapping[str, t.Any]) -> list[str]:

@@ -49,6 +49,9 @@ class TapJobResults(Tap):
     name = "tap-jobresults"
     config_jsonschema = settings.CONFIG_SCHEMA
     message_writer_class = SingerWriter
+    # The catalog depends on the config (only active sources have streams), so discovery
+    # validates the config too instead of failing later on a half-valid one.
+    dynamic_catalog = True
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self.failures = Failures()
@@ -60,8 +63,10 @@ class TapJobResults(Tap):
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         self._register_secrets()
-        errors = super()._validate_config(raise_errors=False)
-        errors += settings.semantic_errors(self.config)
+        errors = settings.shape_errors(self.config)
+        if not errors:  # the SDK's validator fills defaults and crashes on a section that is not an object
+            errors = super()._validate_config(raise_errors=False)
+            errors += settings.semantic_errors(self.config)
         if errors and raise_errors:
             raise ConfigValidationError("Config validation failed", errors=[SECRETS.scrub(e) for e in errors])
         return errors
@@ -78,15 +83,19 @@ class TapJobResults(Tap):
 
     # -- streams -------------------------------------------------------------------------------------
 
+    def _number(self, name: str) -> float:
+        """A numeric setting; null means the default. The SDK reads JSON numbers as Decimal."""
+        value = self.config.get(name)
+        return float(settings.CONFIG_SCHEMA["properties"][name]["default"] if value is None else value)
+
     def _client(self, vendor: str, section: t.Mapping[str, t.Any]) -> ApiClient:
-        # The SDK reads JSON numbers as Decimal; timeouts and waits are floats here.
         timeouts = {
-            "connect_timeout": float(self.config.get("connect_timeout", 10)),
-            "read_timeout": float(self.config.get("read_timeout", 120)),
-            "max_retries": int(self.config.get("max_retries", 6)),
-            "max_retry_wait": float(self.config.get("max_retry_wait", 120)),
+            "connect_timeout": self._number("connect_timeout"),
+            "read_timeout": self._number("read_timeout"),
+            "max_retries": int(self._number("max_retries")),
+            "max_retry_wait": self._number("max_retry_wait"),
         }
-        width = int(self.config.get("max_concurrent_requests", settings.DEFAULT_MAX_CONCURRENT_REQUESTS))
+        width = int(self._number("max_concurrent_requests"))
         base_url = section.get("base_url") or settings.DEFAULT_BASE_URLS[vendor]
         auth: t.Any
         refresh = None
@@ -118,7 +127,7 @@ class TapJobResults(Tap):
 
     def discover_streams(self) -> list[JobStream]:
         streams: list[t.Any] = []
-        width = int(self.config.get("max_concurrent_requests", settings.DEFAULT_MAX_CONCURRENT_REQUESTS))
+        width = int(self._number("max_concurrent_requests"))
         for vendor, stream_types in SOURCE_STREAMS.items():
             section = self.config.get(vendor)
             if not isinstance(section, dict):
