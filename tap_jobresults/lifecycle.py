@@ -41,7 +41,10 @@ def iso(value: t.Any) -> str | None:
     if isinstance(value, (int, float)):
         if value <= 0:
             return None
-        moment = datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
+        try:
+            moment = datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"not a millisecond timestamp: {value!r}") from None
     elif isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
