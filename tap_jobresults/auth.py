@@ -94,7 +94,7 @@ class ClientCredentials:
             except requests.RequestException as exc:
                 raise AuthError(self.source, what, message=f"could not reach the identity provider ({type(exc).__name__})") from None
             if response.status_code >= 400:
-                error = client._classify(response, what)  # noqa: SLF001 - same package, same envelope rules
+                error = client._classify(response, response.content, what)  # noqa: SLF001 - same envelope rules
                 inner = getattr(error, "error", error)
                 raise AuthError(
                     self.source,
