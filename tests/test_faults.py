@@ -114,3 +114,69 @@ def test_debug_logging_leaks_no_secret(apis):
     output = run.stdout + run.stderr
     for secret in [config["talonic"]["api_key"], config["clavata"]["api_key"], config["cognite"]["client_secret"], *apis.idp.issued_tokens]:
         assert secret not in output
+
+
+def test_a_revoked_oauth_token_is_refreshed_once_then_the_sync_goes_on(apis):
+    jobs = [apis.cognite.add_predict_job(items=1) for _ in range(6)]
+    apis.cognite.fail(rf"/jobs/{jobs[3]}$", kind="slow", delay=0.01, times=1)
+    config = {**apis.config(cognite_auth="oauth", sources=("cognite",)), "max_concurrent_requests": 1}
+    config["cognite"]["pipeline_ids"] = []
+    # Revoke every token as soon as the third job has been served.
+    original = apis.cognite.get_predict_job
+
+    def revoking(match, query, headers, form):
+        response = original(match, query, headers, form)
+        if int(match["job"]) == jobs[2]:
+            apis.idp.revoke_all()
+        return response
+
+    apis.cognite.get_predict_job = revoking
+    run = run_tap(config, check=True)
+    assert len(run.records("entity_matching_jobs")) == 6
+    assert len(apis.idp.issued_tokens) == 2
+    assert [r["status"] for r in apis.cognite.request_log].count(401) == 1
+
+
+def test_a_configured_predict_job_that_does_not_exist_is_a_warning(apis):
+    real = apis.cognite.add_predict_job(items=2)
+    config = apis.config(cognite_auth="token", sources=("cognite",))
+    config["cognite"]["entity_matching_jobs"].append({"job_id": 999})
+    config["cognite"]["pipeline_ids"] = []
+    first = run_tap(config, check=True)
+    assert [r["job_id"] for r in first.records("entity_matching_jobs")] == [real]
+    assert re.search(r"WARNING.*CDF predict job 999.*404", first.stderr), first.stderr[-1500:]
+    assert first.state["bookmarks"]["entity_matching_jobs"]["job_bookmarks"]["all"]["finished"]["999"] == "missing"
+    apis.cognite.reset_counters()
+    run_tap(config, state=first.state, check=True)
+    assert apis.cognite.requests(999) == 0
+
+
+def test_a_talonic_error_that_says_not_retryable_is_not_retried(apis):
+    job = apis.talonic.add_job(rows=1)
+    apis.talonic.fail(rf"/v1/jobs/{job}/results", kind="status", status=503, times=None,
+                      body={"statusCode": 503, "code": "EXTRACTION_UNAVAILABLE", "message": "job archived",
+                            "retryable": False, "request_id": "req_abc123"})
+    run = run_tap({**apis.config(sources=("talonic",)), "max_retries": 3})
+    assert run.returncode == 1
+    assert sum(r["path"].endswith(f"{job}/results") for r in apis.talonic.request_log) == 1
+    assert "req_abc123" in run.stderr and "EXTRACTION_UNAVAILABLE" in run.stderr
+
+
+def test_cdf_auto_retryable_errors_are_retried(apis):
+    job = apis.cognite.add_predict_job(items=2)
+    apis.cognite.fail(rf"/jobs/{job}$", kind="status", status=409, times=1, headers={"cdf-is-auto-retryable": "true"})
+    config = {**apis.config(cognite_auth="token", sources=("cognite",)), "max_retry_wait": 0.2}
+    config["cognite"]["pipeline_ids"] = []
+    run = run_tap(config, check=True)
+    assert len(run.records("match_results")) == 2
+    assert sum(r["path"].endswith(f"/jobs/{job}") for r in apis.cognite.request_log) == 2
+
+
+def test_talonic_rate_limit_reset_is_honoured_without_retry_after(apis):
+    job = apis.talonic.add_job(rows=1)
+    reset = str(int(time.time()) + 2)
+    apis.talonic.fail(rf"/v1/jobs/{job}/results", kind="status", status=429, times=1,
+                      headers={"X-RateLimit-Reset": reset, "Retry-After": ""})
+    run = run_tap(apis.config(sources=("talonic",)), check=True)
+    match = re.search(r"retry 1 of \d+ in ([\d.]+) s", run.stderr)
+    assert match and 0.5 <= float(match.group(1)) <= 2.5, run.stderr[-1500:]

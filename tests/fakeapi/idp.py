@@ -29,6 +29,11 @@ class IdentityProvider(VendorServer):
     def error(self, status: int, code: str, message: str) -> Response:
         return status, {"error": code, "error_description": message}, {}
 
+    def revoke_all(self) -> None:
+        """Every issued token stops working at once (a key rotation, a revoked session)."""
+        with self.lock:
+            self._expiry.clear()
+
     def is_valid(self, token: str) -> bool:
         with self.lock:
             expiry = self._expiry.get(token)
