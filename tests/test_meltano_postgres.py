@@ -110,6 +110,8 @@ def test_meltano_run_into_postgres_twice(apis, schema, meltano_installed):
     totals = _query(f'select "values"->>\'total\' from "{schema}".extraction_rows')
     assert totals
 
+    _run_readme_sql(schema)
+
     first_load = _query(f'select max(_sdc_batched_at) from "{schema}".extraction_rows')[0][0]
     apis.cognite.finish_all()
     apis.clavata.finish_all()
@@ -128,3 +130,16 @@ def test_meltano_run_into_postgres_twice(apis, schema, meltano_installed):
         f'select distinct job_id from "{schema}".extraction_rows where _sdc_batched_at > %s', first_load)}
     # Only the job that was processing and the new one came again: finished jobs were not re-read.
     assert reloaded == {made["talonic"][-1], new_job}
+
+
+def _run_readme_sql(schema: str) -> None:
+    """The README's example SQL runs as written against the tables the loader made."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Example SQL (PostgreSQL)", 1)[1]
+    sql = section.split("```sql", 1)[1].split("```", 1)[0]
+    statements = [s.strip() for s in sql.replace("tap_jobresults.", f'"{schema}".').split(";") if s.strip()]
+    assert len(statements) >= 4
+    with psycopg.connect(PG_URL) as con:
+        for statement in statements:
+            rows = con.execute(statement).fetchall()
+            assert rows is not None
