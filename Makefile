@@ -31,7 +31,7 @@ demo: install $(LOADER_VENV)/bin/target-duckdb
 	$(PYTHON) -m venv .venv-target-snowflake
 	.venv-target-snowflake/bin/pip install --quiet 'meltanolabs-target-snowflake==0.19.2'
 
-test: install .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake
+test: install $(LOADER_VENV)/bin/target-duckdb .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake
 	PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: install

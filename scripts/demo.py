@@ -61,13 +61,15 @@ def main() -> int:
     print(f"\n== what landed in {database.relative_to(ROOT)} (schema tap_jobresults)")
     with duckdb.connect(str(database), read_only=True) as con:
         for stream in STREAMS:
-            count = con.sql(f"select count(*) from tap_jobresults.{stream}").fetchone()[0]  # noqa: S608
+            count = con.execute(f"select count(*) from tap_jobresults.{stream}").fetchall()[0][0]  # noqa: S608
             print(f"{stream:<22} {count:>5} rows")
         print("\n== low-confidence extraction rows and their validation flags")
-        print(con.sql(
+        rows = con.execute(
             "select filename, confidence, validation_flags from tap_jobresults.extraction_rows "
             "where confidence < 0.8 order by confidence limit 5"
-        ))
+        ).fetchall()
+        for filename, confidence, flags in rows:
+            print(f"{filename:<20} {confidence:<5} {flags}")
     last_state = [line for line in state_file.read_text().splitlines() if line.strip()]
     print(f"== final state ({len(last_state[-1]) if last_state else 0} bytes) in {state_file.relative_to(ROOT)}")
     return 0
