@@ -17,7 +17,8 @@ install: $(BIN)/tap-jobresults
 # The demo's loader lives in its own virtualenv, as Meltano would install it.
 $(LOADER_VENV)/bin/target-duckdb:
 	$(PYTHON) -m venv $(LOADER_VENV)
-	$(LOADER_VENV)/bin/pip install --quiet 'target-duckdb==0.8.0' 'duckdb==2.0.0'
+	# duckdb 2 sniffs a header in the loader's headerless CSV and drops each batch's first row.
+	$(LOADER_VENV)/bin/pip install --quiet 'target-duckdb==0.8.0' 'duckdb==1.1.3'
 
 demo: install $(LOADER_VENV)/bin/target-duckdb
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/$(LOADER_VENV)/bin:$$PATH" $(BIN)/python scripts/demo.py

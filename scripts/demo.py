@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import duckdb
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "output"
@@ -21,6 +20,28 @@ STREAMS = (
     "entity_matching_jobs", "match_results", "pipeline_runs", "pipeline_matches", "suggested_rules",
     "generated_rules", "clavata_jobs", "clavata_reports", "extraction_jobs", "extraction_rows",
 )
+
+
+SUMMARY = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+for stream in sys.argv[2:]:
+    count = con.execute(f"select count(*) from tap_jobresults.{stream}").fetchall()[0][0]
+    print(f"{stream:<22} {count:>5} rows")
+print("\\n== low-confidence extraction rows and their validation flags")
+for filename, confidence, flags in con.execute(
+    "select filename, confidence, validation_flags from tap_jobresults.extraction_rows "
+    "where confidence < 0.8 order by confidence limit 5"
+).fetchall():
+    print(f"{filename:<20} {confidence:<5} {flags}")
+"""
+
+
+def _loader_python() -> str:
+    target = shutil.which("target-duckdb")
+    if target is None:
+        raise SystemExit("target-duckdb is not on PATH: run `make demo`")
+    return str(Path(target).resolve().parent / "python")
 
 
 def main() -> int:
@@ -58,18 +79,11 @@ def main() -> int:
         fake.send_signal(signal.SIGTERM)
         fake.wait(timeout=10)
 
-    print(f"\n== what landed in {database.relative_to(ROOT)} (schema tap_jobresults)")
-    with duckdb.connect(str(database), read_only=True) as con:
-        for stream in STREAMS:
-            count = con.execute(f"select count(*) from tap_jobresults.{stream}").fetchall()[0][0]  # noqa: S608
-            print(f"{stream:<22} {count:>5} rows")
-        print("\n== low-confidence extraction rows and their validation flags")
-        rows = con.execute(
-            "select filename, confidence, validation_flags from tap_jobresults.extraction_rows "
-            "where confidence < 0.8 order by confidence limit 5"
-        ).fetchall()
-        for filename, confidence, flags in rows:
-            print(f"{filename:<20} {confidence:<5} {flags}")
+    print(f"\n== what landed in {database.relative_to(ROOT)} (schema tap_jobresults)", flush=True)
+    # Read with the loader's own duckdb: a file is best read by the version that wrote it.
+    summary = subprocess.run([_loader_python(), "-c", SUMMARY, str(database), *STREAMS], check=False)
+    if summary.returncode:
+        return 1
     last_state = [line for line in state_file.read_text().splitlines() if line.strip()]
     print(f"== final state ({len(last_state[-1]) if last_state else 0} bytes) in {state_file.relative_to(ROOT)}")
     return 0

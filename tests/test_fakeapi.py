@@ -15,6 +15,9 @@ from tests.conftest import ROOT
 
 CDF = "/api/v1/projects/fakeproject/context/entitymatching"
 BETA = {"cdf-version": "20230101-beta"}
+# Known bugs in the fake, fixed by the patch handed over with these tests. Strict: once the fix is in,
+# these XPASS, fail the run, and the mark must go.
+FAKE_BUG = pytest.mark.xfail(strict=True, reason="fake API bug; fixed by the fakeapi fidelity patch")
 
 
 def bearer(token: str) -> dict:
@@ -92,6 +95,7 @@ def test_a_fault_fires_exactly_times_times(apis, http):
     assert [entry["status"] for entry in clav.request_log] == statuses
 
 
+@FAKE_BUG
 def test_a_truncated_body_is_an_incomplete_read_and_the_next_request_succeeds(apis, http):
     cdf = apis.cognite
     job = cdf.add_predict_job(items=20)
@@ -149,10 +153,18 @@ def test_unfinished_jobs_have_no_results_until_finished(apis, http):
     predict, clavata, rows = fetch()
     assert predict["status"] == "Completed" and len(predict["items"]) == 5
     assert clavata["status"] == "JOB_STATUS_COMPLETED" and len(clavata["results"]) == 3
-    assert [c["contentHash"] for c in clavata["contentData"]] == [r["report"]["contentHash"] for r in clavata["results"]]
     assert rows["job_status"] == "complete" and rows["total_rows"] == 4
 
 
+@FAKE_BUG
+def test_clavata_reports_match_their_content_and_job(apis, http):
+    clav = apis.clavata
+    job = http.get(f"{clav.base_url}/v1/jobs/{clav.add_job(results=3)}", headers=bearer(clav.api_key)).json()["job"]
+    assert [c["contentHash"] for c in job["contentData"]] == [r["report"]["contentHash"] for r in job["results"]]
+    assert {r["report"]["policyVersionId"] for r in job["results"]} == {job["policyVersionId"]}
+
+
+@FAKE_BUG
 def test_bad_query_values_get_a_400_envelope_not_a_dropped_connection(apis, http):
     cdf, clav, tal = apis.cognite, apis.clavata, apis.talonic
     pid = cdf.add_pipeline()
@@ -165,6 +177,7 @@ def test_bad_query_values_get_a_400_envelope_not_a_dropped_connection(apis, http
     assert response.status_code == 400 and response.json()["code"] == "validation_error"
 
 
+@FAKE_BUG
 def test_keep_alive_responses_are_not_delayed(apis, http):
     cdf = apis.cognite
     url, headers = f"{cdf.base_url}{CDF}/jobs/{cdf.add_predict_job(items=2)}", bearer(cdf.static_token)
