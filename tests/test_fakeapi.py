@@ -17,7 +17,6 @@ CDF = "/api/v1/projects/fakeproject/context/entitymatching"
 BETA = {"cdf-version": "20230101-beta"}
 # Known bugs in the fake, fixed by the patch handed over with these tests. Strict: once the fix is in,
 # these XPASS, fail the run, and the mark must go.
-FAKE_BUG = pytest.mark.xfail(strict=True, reason="fake API bug; fixed by the fakeapi fidelity patch")
 
 
 def bearer(token: str) -> dict:
@@ -59,7 +58,8 @@ def test_cdf_run_pages_cover_every_run_exactly_once(apis, http, order):
 
 def test_clavata_and_talonic_pages_cover_every_job_exactly_once(apis, http):
     clav, tal = apis.clavata, apis.talonic
-    clavata_jobs = [clav.add_job(status=s) for s in ("JOB_STATUS_COMPLETED", "JOB_STATUS_RUNNING", "JOB_STATUS_FAILED") * 3]
+    statuses = ("JOB_STATUS_COMPLETED", "JOB_STATUS_RUNNING", "JOB_STATUS_FAILED")
+    clavata_jobs = [clav.add_job(status=s) for s in statuses * 3]
     talonic_jobs = [tal.add_job(status=s) for s in ("completed", "processing", "failed", "queued") * 2]
     seen = _pages(http, f"{clav.base_url}/v1/jobs", bearer(clav.api_key), {"pageSize": 4}, "jobs",
                   lambda b: b["nextPageToken"], "pageToken")
@@ -95,7 +95,6 @@ def test_a_fault_fires_exactly_times_times(apis, http):
     assert [entry["status"] for entry in clav.request_log] == statuses
 
 
-@FAKE_BUG
 def test_a_truncated_body_is_an_incomplete_read_and_the_next_request_succeeds(apis, http):
     cdf = apis.cognite
     job = cdf.add_predict_job(items=20)
@@ -124,20 +123,23 @@ def test_tokens_are_accepted_until_they_expire(apis, http):
 
 def test_cdf_job_token_and_beta_header_are_enforced(apis, http):
     cdf = apis.cognite
-    job = cdf.add_predict_job(job_token="secret-job-token")
+    job = cdf.add_predict_job(job_token="secret-job-token")  # noqa: S106
     pid = cdf.add_pipeline()
     headers = bearer(cdf.static_token)
-    assert http.get(f"{cdf.base_url}{CDF}/jobs/{job}", headers={**headers, "X-Job-Token": "wrong"}).status_code == 403
-    assert http.get(f"{cdf.base_url}{CDF}/jobs/{job}", headers={**headers, "X-Job-Token": "secret-job-token"}).status_code == 200
-    assert http.get(f"{cdf.base_url}{CDF}/pipelines/{pid}", headers=headers).status_code == 400
-    assert http.get(f"{cdf.base_url}{CDF}/pipelines/{pid}", headers={**headers, "cdf-version": "beta"}).status_code == 200
+    job_url, pipeline_url = f"{cdf.base_url}{CDF}/jobs/{job}", f"{cdf.base_url}{CDF}/pipelines/{pid}"
+    assert http.get(job_url, headers={**headers, "X-Job-Token": "wrong"}).status_code == 403
+    assert http.get(job_url, headers={**headers, "X-Job-Token": "secret-job-token"}).status_code == 200
+    assert http.get(pipeline_url, headers=headers).status_code == 400
+    assert http.get(pipeline_url, headers={**headers, "cdf-version": "beta"}).status_code == 200
     missing = http.get(f"{cdf.base_url}{CDF}/jobs/12345", headers=headers)
     assert missing.status_code == 404 and missing.json()["error"]["missing"] == [{"id": 12345}]
 
 
 def test_unfinished_jobs_have_no_results_until_finished(apis, http):
     cdf, clav, tal = apis.cognite, apis.clavata, apis.talonic
-    job, uuid, tid = cdf.add_predict_job(items=5, status="Running"), clav.add_job(status="JOB_STATUS_PENDING"), tal.add_job(status="processing", rows=4)
+    job = cdf.add_predict_job(items=5, status="Running")
+    uuid = clav.add_job(status="JOB_STATUS_PENDING")
+    tid = tal.add_job(status="processing", rows=4)
 
     def fetch():
         predict = http.get(f"{cdf.base_url}{CDF}/jobs/{job}", headers=bearer(cdf.static_token)).json()
@@ -156,7 +158,6 @@ def test_unfinished_jobs_have_no_results_until_finished(apis, http):
     assert rows["job_status"] == "complete" and rows["total_rows"] == 4
 
 
-@FAKE_BUG
 def test_clavata_reports_match_their_content_and_job(apis, http):
     clav = apis.clavata
     job = http.get(f"{clav.base_url}/v1/jobs/{clav.add_job(results=3)}", headers=bearer(clav.api_key)).json()["job"]
@@ -164,7 +165,6 @@ def test_clavata_reports_match_their_content_and_job(apis, http):
     assert {r["report"]["policyVersionId"] for r in job["results"]} == {job["policyVersionId"]}
 
 
-@FAKE_BUG
 def test_bad_query_values_get_a_400_envelope_not_a_dropped_connection(apis, http):
     cdf, clav, tal = apis.cognite, apis.clavata, apis.talonic
     pid = cdf.add_pipeline()
@@ -177,7 +177,6 @@ def test_bad_query_values_get_a_400_envelope_not_a_dropped_connection(apis, http
     assert response.status_code == 400 and response.json()["code"] == "validation_error"
 
 
-@FAKE_BUG
 def test_keep_alive_responses_are_not_delayed(apis, http):
     cdf = apis.cognite
     url, headers = f"{cdf.base_url}{CDF}/jobs/{cdf.add_predict_job(items=2)}", bearer(cdf.static_token)
@@ -191,13 +190,14 @@ def test_keep_alive_responses_are_not_delayed(apis, http):
 
 def test_serve_writes_a_config_and_stops_on_sigterm(tmp_path):
     config_path = tmp_path / "config.json"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakeapi", "serve", "--scenario", "demo", "--config-out", str(config_path)],
-                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-m", "tests.fakeapi", "serve", "--scenario", "demo", "--config-out", str(config_path)]
+    proc = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr.readline().strip() == "fake APIs ready"
         config = json.loads(config_path.read_text())
         assert {"cognite", "clavata", "talonic"} <= set(config)
-        response = requests.get(f"{config['talonic']['base_url']}/v1/jobs", headers=bearer(config["talonic"]["api_key"]), timeout=5)
+        talonic = config["talonic"]
+        response = requests.get(f"{talonic['base_url']}/v1/jobs", headers=bearer(talonic["api_key"]), timeout=5)
         assert response.status_code == 200 and response.json()["data"]
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -21,6 +21,19 @@ from tests.fakeapi.base import BadRequest, Response, VendorServer, bearer, new_u
 TERMINAL = {"JOB_STATUS_COMPLETED", "JOB_STATUS_FAILED", "JOB_STATUS_CANCELED"}
 GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 429: 8, 499: 1, 500: 13, 502: 14, 503: 14, 504: 4}
 ZERO_TIME = "1970-01-01T00:00:00Z"
+JOB_STATUSES = ["JOB_STATUS_UNSPECIFIED", "JOB_STATUS_PENDING", "JOB_STATUS_RUNNING", "JOB_STATUS_COMPLETED",
+                "JOB_STATUS_FAILED", "JOB_STATUS_CANCELED"]  # index = proto number; the gateway takes either
+
+
+def _prune(value: t.Any) -> t.Any:
+    """Proto3 JSON without EmitUnpopulated: zero scalars, empty lists/maps and zero enums are left out at every depth."""
+    if isinstance(value, dict):
+        pruned = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items()
+                if v not in ("", [], {}, 0, None, ZERO_TIME) and not (isinstance(v, str) and v.endswith("_UNSPECIFIED"))}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
 
 
 def _ts(moment: datetime) -> str:
@@ -54,6 +67,8 @@ class ClavataServer(VendorServer):
         return bearer(headers) == self.api_key
 
     def error(self, status: int, code: str, message: str) -> Response:
+        if status == 429:  # the 429 schema is GRPCErrorResponse {code, message}, not google.rpc.Status
+            return status, {"code": 8, "message": message}, {}
         return status, {"code": GRPC_CODES.get(status, 2), "message": message, "details": []}, {}
 
     # -- control ---------------------------------------------------------------------------------
@@ -67,6 +82,7 @@ class ClavataServer(VendorServer):
         with self.lock:
             self.jobs[job_uuid] = {
                 "uuid": job_uuid, "status": status, "n": results, "policy": policy_id or self.default_policy,
+                "policy_version": new_uuid(),
                 "created": created, "updated": created, "completed": None, "legacy": deprecated_result_only,
                 "omit_zero": omit_zero_fields,
             }
@@ -91,6 +107,12 @@ class ClavataServer(VendorServer):
 
     # -- payloads --------------------------------------------------------------------------------
 
+    @staticmethod
+    def _content_hash(job: dict, index: int) -> str:
+        """The same content has the same hash in contentData and in its report."""
+        seed = f"hash{job['uuid']}{index}"
+        return f"md5::{random.Random(seed).getrandbits(128):032x}"
+
     def _report(self, job: dict, index: int) -> dict:
         rng = random.Random(f"{job['uuid']}{index}")
         score = round(rng.random(), 3)
@@ -101,11 +123,11 @@ class ClavataServer(VendorServer):
             "reviewResult": {"outcome": outcome, "score": score},
         } for name in ("Violence", "Spam")]
         report: dict = {
-            "policyId": job["policy"], "policyKey": "community-guidelines", "policyVersionId": new_uuid(),
+            "policyId": job["policy"], "policyKey": "community-guidelines", "policyVersionId": job["policy_version"],
             "result": outcome, "sectionEvaluationReports": sections,
             "exceptionEvaluationReport": {"result": "OUTCOME_FALSE", "assertionEvaluationReports": [],
                                           "reviewResult": {"outcome": "OUTCOME_FALSE", "score": 0.0}},
-            "contentHash": f"md5::{rng.getrandbits(128):032x}", "contentMetadata": {"post_id": str(index)},
+            "contentHash": self._content_hash(job, index), "contentMetadata": {"post_id": str(index)},
             "reviewResult": {"outcome": outcome, "score": score}, "threshold": 0.5,
             "labelMatches": {"Violence": score} if outcome == "OUTCOME_TRUE" else {},
             "tokenUsage": {"inputTokens": 120 + index, "billedTokens": 120 + index, "multiplier": 1.0},
@@ -119,15 +141,15 @@ class ClavataServer(VendorServer):
             "jobUuid": job["uuid"], "customerId": self.customer_id, "status": job["status"],
             "created": _ts(job["created"]), "updated": _ts(job["updated"]),
             "completed": _ts(job["completed"]) if job["completed"] else ZERO_TIME,
-            "policyId": job["policy"], "threshold": 0.5, "jobType": "JOB_TYPE_STANDARD",
+            "policyId": job["policy"], "policyVersionId": job["policy_version"], "threshold": 0.5,
+            "jobType": "JOB_TYPE_STANDARD",
         }
         if full or job["status"] in TERMINAL:
-            body["contentData"] = [{"contentHash": f"md5::{i:032x}", "metadata": {"post_id": str(i)}} for i in range(job["n"])]
+            body["contentData"] = [{"contentHash": self._content_hash(job, i), "metadata": {"post_id": str(i)}}
+                                   for i in range(job["n"])]
             done = job["status"] == "JOB_STATUS_COMPLETED"
             body["results"] = [self._report(job, i) for i in range(job["n"])] if done else []
-        if job["omit_zero"]:  # proto3 JSON leaves zero values out
-            body = {k: v for k, v in body.items() if v not in ("", [], {}, 0, 0.0, None, ZERO_TIME)}
-        return body
+        return _prune(body) if job["omit_zero"] else body
 
     # -- routes ----------------------------------------------------------------------------------
 
@@ -164,8 +186,17 @@ class ClavataServer(VendorServer):
             "completed": self._range(query, "completedTimeRange", "completed_time_range"),
         }
         status = self._param(query, "query.status")
+        if status is not None:
+            if status.isdigit() and int(status) < len(JOB_STATUSES):
+                status = JOB_STATUSES[int(status)]
+            if status not in JOB_STATUSES:
+                raise BadRequest(f"invalid value for enum field query.status: {status!r}")
+            if status == "JOB_STATUS_UNSPECIFIED":  # the zero value means "no filter"
+                status = None
         policy = self._param(query, "query.policyId", "query.policy_id")
-        size = int(self._param(query, "pageSize", "page_size") or 0) or 1000
+        size = int(self._param(query, "pageSize", "page_size") or 0) or 1000  # 0 = unset (gosdk types.go)
+        if size < 0:
+            raise BadRequest(f"pageSize must not be negative, got {size}")
         token = self._param(query, "pageToken", "page_token")
         offset = int(base64.b64decode(token).decode()) if token else 0
         with self.lock:

@@ -136,6 +136,14 @@ class CogniteServer(VendorServer):
         body["items"] = items
         return body
 
+    def _pipeline_body(self, pid: int) -> dict:
+        """The pipeline plus `lastRun`, the newest run's summary (api-notes §3.2), when it has runs."""
+        body = dict(self.pipelines[pid])
+        runs = self.runs.get(pid, {}).values()
+        if runs:
+            body["lastRun"] = self._summary(max(runs, key=lambda r: (r["createdTime"], r["jobId"])))
+        return body
+
     def _summary(self, run: dict) -> dict:
         return {k: run[k] for k in ("status", "createdTime", "startTime", "statusTime", "jobId", "errorMessage")}
 
@@ -190,9 +198,12 @@ class CogniteServer(VendorServer):
         return 200, self.cached(("job", job_id), lambda: self._predict_body(job)), {}
 
     def _page(self, items: list, query: dict) -> dict:
-        limit = min(max(int(query.get("limit", ["100"])[0]), 1), 100)  # "maximum ... is 100"
+        limit = int(query.get("limit", ["100"])[0])
+        if limit < 1:
+            raise BadRequest(f"limit must be at least 1, got {limit}")
+        limit = min(limit, 100)  # "maximum results returned by the server is 100, even if you specify a higher limit"
         cursor = query.get("cursor", [None])[0]
-        start = int(base64.urlsafe_b64decode(cursor).decode()) if cursor else 0
+        start = int(base64.urlsafe_b64decode(cursor.encode()).decode()) if cursor else 0
         page = items[start:start + limit]
         more = start + limit < len(items)
         return {"items": page, "nextCursor": base64.urlsafe_b64encode(str(start + limit).encode()).decode() if more else None}
@@ -201,14 +212,16 @@ class CogniteServer(VendorServer):
         if (denied := self._project_ok(match) or self._beta(headers)):
             return denied
         with self.lock:
-            items = list(self.pipelines.values())
+            items = [self._pipeline_body(pid) for pid in self.pipelines]
         return 200, self._page(items, query), {}
 
     def get_pipeline(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
         if (denied := self._project_ok(match) or self._beta(headers)):
             return denied
-        pipeline = self.pipelines.get(int(match["pid"]))
-        return (200, pipeline, {}) if pipeline else self._missing(int(match["pid"]))
+        pid = int(match["pid"])
+        with self.lock:
+            pipeline = self._pipeline_body(pid) if pid in self.pipelines else None
+        return (200, pipeline, {}) if pipeline else self._missing(pid)
 
     def list_runs(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
         if (denied := self._project_ok(match) or self._beta(headers)):

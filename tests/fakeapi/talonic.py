@@ -14,6 +14,7 @@ import random
 import re
 import time
 import typing as t
+import uuid
 from datetime import datetime, timedelta, timezone
 
 from tests.fakeapi.base import BadRequest, Response, VendorServer, bearer, new_uuid
@@ -50,7 +51,8 @@ class TalonicServer(VendorServer):
         body = {"statusCode": status, "code": code, "error": code.replace("_", " ").title(), "message": message,
                 "retryable": status in (429, 500, 502, 503, 504), "request_id": f"req_{new_uuid()[:12]}",
                 "timestamp": _ts(datetime.now(timezone.utc)), "path": ""}
-        headers = {"Retry-After": "1", "X-RateLimit-Reset": str(int(time.time()) + 1)} if status == 429 else {}
+        headers = {"Retry-After": "1", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(time.time()) + 1)} \
+            if status == 429 else {}
         return status, body, headers
 
     def extra_headers(self) -> dict:
@@ -97,7 +99,8 @@ class TalonicServer(VendorServer):
             "error": {"code": "extraction_failed", "message": "document unreadable"} if status == "failed" else None,
             "created_at": _ts(job["created"]), "started_at": _ts(started),
             "completed_at": _ts(job["created"] + timedelta(minutes=2)) if done else None,
-            "links": {"self": f"/v1/jobs/{job['id']}", "dashboard": f"https://app.talonic.com/jobs/{job['id']}"},
+            "links": {"self": f"/v1/jobs/{job['id']}", "dashboard": f"https://app.talonic.com/jobs/{job['id']}",
+                      **({} if done else {"cancel": f"/v1/jobs/{job['id']}/cancel"})},  # cancel: only while unfinished
         }
 
     def _results(self, job: dict) -> dict:
@@ -110,13 +113,13 @@ class TalonicServer(VendorServer):
             rng = random.Random(row_id)
             confidence = round(rng.uniform(0.55, 0.99), 2)
             total = round(rng.uniform(10, 9000), 2) if (done and i % 4 != 1) else None  # every 4th row lacks a total
-            flags = [] if total is not None else ["missing_required_field:total"]
-            if confidence < 0.7:
+            flags = [] if total is not None or not done else ["missing_required_field:total"]
+            if done and confidence < 0.7:  # flags come from Phase 4, so partial rows have none yet
                 flags.append("format_mismatch:date")
             if job["objects"]:
                 flags = [{"code": f.split(":")[0], "field": f.split(":")[1]} for f in flags]
             data.append({
-                "id": row_id, "document_id": f"doc-{row_id[:8]}", "filename": f"invoice_{i:04d}.pdf",
+                "id": row_id, "document_id": str(uuid.uuid5(uuid.NAMESPACE_URL, row_id)), "filename": f"invoice_{i:04d}.pdf",
                 "status": "complete" if done else "partial",
                 "values": {"invoice_number": f"INV-2025-{i:04d}", "vendor": "Acme Corp", "total": total,
                            "date": "2025-10-01", "currency": "EUR", "lines": i % 7},
@@ -129,17 +132,26 @@ class TalonicServer(VendorServer):
     # -- routes ----------------------------------------------------------------------------------
 
     def list_jobs(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
-        limit = int(query.get("limit", ["20"])[0])
+        try:
+            limit = int(query.get("limit", ["20"])[0])
+        except ValueError:
+            raise BadRequest("limit must be an integer", "validation_error") from None
         if not 1 <= limit <= 500:
             raise BadRequest("limit must be between 1 and 500", "validation_error")
         status = query.get("status", [None])[0]
+        # The docs spell the finished state both `complete` and `completed`; either filter finds either.
+        wanted = {"complete", "completed"} if status in ("complete", "completed") else {status}
         with self.lock:
-            jobs = [j for j in self.jobs.values() if status is None or j["status"] == status]
+            jobs = [j for j in self.jobs.values() if status is None or j["status"] in wanted]
         jobs.sort(key=lambda j: (j["created"], j["id"]), reverse=self.jobs_order == "desc")
         cursor = query.get("cursor", [None])[0]
         start = 0
         if cursor:
-            position = json.loads(base64.b64decode(cursor))
+            try:
+                position = json.loads(base64.b64decode(cursor, validate=True))
+                position["id"]
+            except (ValueError, TypeError, KeyError):
+                raise BadRequest("Invalid cursor.", "validation_error") from None
             start = next((i + 1 for i, j in enumerate(jobs) if j["id"] == position["id"]), len(jobs))
         page = jobs[start:start + limit]
         more = start + limit < len(jobs)
