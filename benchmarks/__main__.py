@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TAP = Path(sys.executable).parent / "tap-jobresults"
 
-FLOOR = r'''
+FLOOR = r"""
 import json, sys, datetime, requests
 config = json.load(open(sys.argv[1]))
 out = open("/dev/null", "w")
@@ -55,7 +55,7 @@ for job in json.loads(s.get(tal["base_url"] + "/v1/jobs").content)["data"]:
                "confidence": row.get("confidence"), "validation_flags": row.get("validation_flags") or []}
         out.write(json.dumps({"type": "RECORD", "stream": "extraction_rows", "record": rec, "time_extracted": now()}) + "\n")
 print(largest)
-'''
+"""
 
 
 def _run(argv: list[str]) -> tuple[float, int, str]:
@@ -79,13 +79,14 @@ def main() -> int:
         config_path = Path(tmp) / "config.json"
         server = subprocess.Popen(
             [sys.executable, "-m", "tests.fakeapi", "serve", "--scenario", "bench", "--config-out", str(config_path)],
-            cwd=ROOT, stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+            stderr=subprocess.DEVNULL,
         )
         try:
             deadline = time.monotonic() + 120
             while not config_path.exists() and time.monotonic() < deadline:
                 time.sleep(0.2)
-            config = json.loads(config_path.read_text())
+            json.loads(config_path.read_text())
             floor_script = Path(tmp) / "floor.py"
             floor_script.write_text(FLOOR)
             tap_out = Path(tmp) / "tap.sh"
@@ -112,8 +113,12 @@ def main() -> int:
     floor_rss = max(r for _, r in floor_runs)
     mib = 1024 * 1024
     print(f"records per run           {records:,} (+ 2 job records for the tap)")
-    print(f"floor (requests+json)     {records / floor_s:>10,.0f} rec/s   {floor_s:6.2f} s   peak RSS {floor_rss / mib:6.0f} MiB")
-    print(f"tap-jobresults            {records / tap_s:>10,.0f} rec/s   {tap_s:6.2f} s   peak RSS {tap_rss / mib:6.0f} MiB")
+    print(
+        f"floor (requests+json)     {records / floor_s:>10,.0f} rec/s   {floor_s:6.2f} s   peak RSS {floor_rss / mib:6.0f} MiB"
+    )
+    print(
+        f"tap-jobresults            {records / tap_s:>10,.0f} rec/s   {tap_s:6.2f} s   peak RSS {tap_rss / mib:6.0f} MiB"
+    )
     print(f"ratio tap/floor           {floor_s / tap_s:>10.2f}x  (target >= 0.8)")
     print(f"largest response body     {largest / mib:>10.1f} MiB")
     print(f"tap peak RSS / largest    {tap_rss / largest:>10.2f}x  (target <= 3)")

@@ -17,8 +17,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "output"
 STREAMS = (
-    "entity_matching_jobs", "match_results", "pipeline_runs", "pipeline_matches", "suggested_rules",
-    "generated_rules", "clavata_jobs", "clavata_reports", "extraction_jobs", "extraction_rows",
+    "entity_matching_jobs",
+    "match_results",
+    "pipeline_runs",
+    "pipeline_matches",
+    "suggested_rules",
+    "generated_rules",
+    "clavata_jobs",
+    "clavata_reports",
+    "extraction_jobs",
+    "extraction_rows",
 )
 
 
@@ -66,8 +74,12 @@ def main() -> int:
             time.sleep(0.1)
         print("== fake APIs up; running: tap-jobresults | target-duckdb", file=sys.stderr)
         with state_file.open("w") as states:
-            tap = subprocess.Popen(["tap-jobresults", "--config", str(tap_config)], stdout=subprocess.PIPE, env=os.environ)
-            target = subprocess.Popen(["target-duckdb", "--config", str(target_config)], stdin=tap.stdout, stdout=states)
+            tap = subprocess.Popen(
+                ["tap-jobresults", "--config", str(tap_config)], stdout=subprocess.PIPE, env=os.environ
+            )
+            target = subprocess.Popen(
+                ["target-duckdb", "--config", str(target_config)], stdin=tap.stdout, stdout=states
+            )
             assert tap.stdout is not None
             tap.stdout.close()
             target.wait()

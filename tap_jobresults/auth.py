@@ -75,7 +75,9 @@ class ClientCredentials:
         body = self._post_form()
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
-            raise AuthError(self.source, f"OAuth token request to {self._token_url}", message="no access_token in the response")
+            raise AuthError(
+                self.source, f"OAuth token request to {self._token_url}", message="no access_token in the response"
+            )
         SECRETS.add(token)
         try:
             lifetime = float(body.get("expires_in", 3600))
@@ -92,9 +94,11 @@ class ClientCredentials:
             try:
                 response = client.session.post(self._token_url, data=self._form, timeout=client.timeout)
             except requests.RequestException as exc:
-                raise AuthError(self.source, what, message=f"could not reach the identity provider ({type(exc).__name__})") from None
+                raise AuthError(
+                    self.source, what, message=f"could not reach the identity provider ({type(exc).__name__})"
+                ) from None
             if response.status_code >= 400:
-                error = client._classify(response, response.content, what)  # noqa: SLF001 - same envelope rules
+                error = client._classify(response, response.content, what)
                 inner = getattr(error, "error", error)
                 raise AuthError(
                     self.source,

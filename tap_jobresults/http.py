@@ -240,14 +240,18 @@ class ApiClient:
 
     # -- one attempt ----------------------------------------------------------------------------
 
-    def _attempt(self, url: str, what: str, params: t.Any, headers: dict[str, str] | None, decode_as: type | None) -> t.Any:
+    def _attempt(
+        self, url: str, what: str, params: t.Any, headers: dict[str, str] | None, decode_as: type | None
+    ) -> t.Any:
         refreshed = False
         while True:
             request_headers = dict(headers or {})
             if self._auth is not None:
                 request_headers.update(self._auth())  # fresh on every attempt: refreshed tokens are used
             try:
-                response = self.session.get(url, params=params, headers=request_headers, timeout=self.timeout, stream=True)
+                response = self.session.get(
+                    url, params=params, headers=request_headers, timeout=self.timeout, stream=True
+                )
                 body = _read_body(response)
             except TRANSIENT_EXCEPTIONS as exc:
                 raise Retry(ApiError(self.source, what, message=_describe_network_error(exc), retryable=True)) from None

@@ -68,7 +68,7 @@ def _parse_rfc3339_nanos(value: str) -> datetime | None:
     if not dot:
         return None
     digits = "".join(ch for ch in rest if ch.isdigit())
-    zone = rest[len(digits):]
+    zone = rest[len(digits) :]
     try:
         return datetime.fromisoformat(f"{head}.{digits[:6].ljust(6, '0')}{zone.replace('Z', '+00:00')}")
     except ValueError:
@@ -126,9 +126,11 @@ class Bookmark:
         return hwm is None or key > hwm
 
     def pending_refs(self, label: t.Callable[[str], str]) -> list[JobRef]:
-        return [JobRef(JobKey(created, job_id), label(job_id), pending=True) for job_id, created in self.pending.items()]
+        return [
+            JobRef(JobKey(created, job_id), label(job_id), pending=True) for job_id, created in self.pending.items()
+        ]
 
-    def advance(self, key: JobKey, *, done: bool, missing: bool = False) -> None:  # noqa: ARG002
+    def advance(self, key: JobKey, *, done: bool, missing: bool = False) -> None:
         if done:
             self.pending.pop(key.id, None)
         else:

@@ -194,15 +194,14 @@ def semantic_errors(config: t.Mapping[str, t.Any]) -> list[str]:
 
     if not any(isinstance(config.get(name), dict) for name in SOURCES):
         errors.append(
-            "no source configured: add at least one of the sections "
-            + ", ".join(f"'{name}'" for name in SOURCES)
+            "no source configured: add at least one of the sections " + ", ".join(f"'{name}'" for name in SOURCES)
         )
 
     for name in SOURCES:
         section = config.get(name)
         if not isinstance(section, dict):
             continue
-        if (err := check_url(f"{name}.base_url", section.get("base_url", DEFAULT_BASE_URLS[name]))) :
+        if err := check_url(f"{name}.base_url", section.get("base_url", DEFAULT_BASE_URLS[name])):
             errors.append(err)
 
     cdf = config.get("cognite")

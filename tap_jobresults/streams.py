@@ -17,7 +17,7 @@ from singer_sdk import Stream
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_jobresults.errors import AuthError, NotFoundError, TapJobResultsError
-from tap_jobresults.lifecycle import FetchedJob, Fetcher, Failures
+from tap_jobresults.lifecycle import Failures, FetchedJob, Fetcher
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context, Record

@@ -160,7 +160,7 @@ class TapJobResults(Tap):
             sys.exit(1)
         logger.info("Sync complete: every stream finished and its state was written.")
 
-    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         # The SDK exits 0 here; a cron user must be able to tell an interrupted run from a
         # complete one. The state written is always a safe resume point (see lifecycle.py).
         try:
@@ -174,5 +174,3 @@ class TapJobResults(Tap):
             )
             logging.shutdown()
             os._exit(EXIT_INTERRUPTED)  # worker threads may be mid-request; do not wait for them
-
-

@@ -32,7 +32,14 @@ CONTRACT_KEYS = {
     "extraction_jobs": ["job_id"],
     "extraction_rows": ["id"],
 }
-RESULT_STREAMS = ("match_results", "pipeline_matches", "suggested_rules", "generated_rules", "clavata_reports", "extraction_rows")
+RESULT_STREAMS = (
+    "match_results",
+    "pipeline_matches",
+    "suggested_rules",
+    "generated_rules",
+    "clavata_reports",
+    "extraction_rows",
+)
 
 
 @dataclasses.dataclass
@@ -97,8 +104,20 @@ def run_tap(
             argv += ["--state", _write(tmp, "state.json", state)]
         if catalog is not None:
             argv += ["--catalog", _write(tmp, "catalog.json", catalog)]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env={**tap_env(), **(env or {})})
-    run = TapRun(proc.returncode, parse_messages(proc.stdout) if "--about" not in args and "--discover" not in args else [], proc.stdout, proc.stderr)
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            env={**tap_env(), **(env or {})},
+        )
+    run = TapRun(
+        proc.returncode,
+        parse_messages(proc.stdout) if "--about" not in args and "--discover" not in args else [],
+        proc.stdout,
+        proc.stderr,
+    )
     if check:
         assert run.returncode == 0, run.stderr[-3000:]
     return run
@@ -132,7 +151,9 @@ def populate(apis: FakeAPIs, *, unfinished: bool = True) -> dict:
     pid = cdf.add_pipeline()
     made["pipelines"].append(pid)
     made["runs"].append((pid, cdf.add_run(pid, matches=5, suggested_rules=2, generated_rules=1)))
-    made["runs"].append((pid, cdf.add_run(pid, status="Failed", matches=0, suggested_rules=0, generated_rules=0, error_message="boom")))
+    made["runs"].append(
+        (pid, cdf.add_run(pid, status="Failed", matches=0, suggested_rules=0, generated_rules=0, error_message="boom"))
+    )
     made["clavata"].append(clav.add_job(results=3))
     made["clavata"].append(clav.add_job(results=2, deprecated_result_only=True))
     made["clavata"].append(clav.add_job(status="JOB_STATUS_FAILED", results=0))

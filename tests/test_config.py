@@ -24,12 +24,30 @@ BASE = {"talonic": {"base_url": "http://127.0.0.1:9", "api_key": "tlnc_test_abcd
         ({**BASE, "start_date": "yesterday"}, "start_date"),
         ({"cognite": {"base_url": "http://127.0.0.1:9", "project": "p"}}, "cognite.token"),
         (
-            {"cognite": {"base_url": "http://127.0.0.1:9", "project": "p", "token": "tok-abcdef", "client_id": "c",
-                         "client_secret": "s-abcdef", "token_url": "http://127.0.0.1:9/t", "scopes": ["x"]}},
+            {
+                "cognite": {
+                    "base_url": "http://127.0.0.1:9",
+                    "project": "p",
+                    "token": "tok-abcdef",
+                    "client_id": "c",
+                    "client_secret": "s-abcdef",
+                    "token_url": "http://127.0.0.1:9/t",
+                    "scopes": ["x"],
+                }
+            },
             "not both",
         ),
-        ({"cognite": {"base_url": "http://127.0.0.1:9", "project": "p", "token": "tok-abcdef",
-                      "entity_matching_jobs": [{"job_id": "12"}]}}, "job_id"),
+        (
+            {
+                "cognite": {
+                    "base_url": "http://127.0.0.1:9",
+                    "project": "p",
+                    "token": "tok-abcdef",
+                    "entity_matching_jobs": [{"job_id": "12"}],
+                }
+            },
+            "job_id",
+        ),
     ],
 )
 def test_bad_config_fails_fast_and_names_the_setting(config, named):

@@ -23,7 +23,9 @@ def test_demo_lands_every_record_of_all_ten_streams():
     with FakeAPIs() as apis:  # what the tap emits for the demo scenario
         emitted = run_tap(demo(apis), check=True).counts()
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{LOADER}:{os.environ['PATH']}"}
-    proc = subprocess.run([sys.executable, "scripts/demo.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "scripts/demo.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     landed = {stream: int(n) for stream, n in re.findall(r"^(\w+)\s+(\d+) rows$", proc.stdout, re.M)}
     assert set(landed) == set(CONTRACT_KEYS)

@@ -48,8 +48,15 @@ def test_cdf_run_pages_cover_every_run_exactly_once(apis, http, order):
     cdf.runs_order = order
     pid = cdf.add_pipeline()
     runs = [cdf.add_run(pid, status=status) for status in ("Completed", "Failed", "Running") * 3]
-    seen = _pages(http, f"{cdf.base_url}{CDF}/pipelines/{pid}/runs", {**bearer(cdf.static_token), **BETA},
-                  {"limit": 2}, "items", lambda b: b["nextCursor"], "cursor")
+    seen = _pages(
+        http,
+        f"{cdf.base_url}{CDF}/pipelines/{pid}/runs",
+        {**bearer(cdf.static_token), **BETA},
+        {"limit": 2},
+        "items",
+        lambda b: b["nextCursor"],
+        "cursor",
+    )
     assert sorted(r["jobId"] for r in seen) == sorted(runs)
     assert len(seen) == len(runs)
     if order == "desc":
@@ -61,11 +68,25 @@ def test_clavata_and_talonic_pages_cover_every_job_exactly_once(apis, http):
     statuses = ("JOB_STATUS_COMPLETED", "JOB_STATUS_RUNNING", "JOB_STATUS_FAILED")
     clavata_jobs = [clav.add_job(status=s) for s in statuses * 3]
     talonic_jobs = [tal.add_job(status=s) for s in ("completed", "processing", "failed", "queued") * 2]
-    seen = _pages(http, f"{clav.base_url}/v1/jobs", bearer(clav.api_key), {"pageSize": 4}, "jobs",
-                  lambda b: b["nextPageToken"], "pageToken")
+    seen = _pages(
+        http,
+        f"{clav.base_url}/v1/jobs",
+        bearer(clav.api_key),
+        {"pageSize": 4},
+        "jobs",
+        lambda b: b["nextPageToken"],
+        "pageToken",
+    )
     assert sorted(j["jobUuid"] for j in seen) == sorted(clavata_jobs)
-    seen = _pages(http, f"{tal.base_url}/v1/jobs", bearer(tal.api_key), {"limit": 3}, "data",
-                  lambda b: b["pagination"]["next_cursor"], "cursor")
+    seen = _pages(
+        http,
+        f"{tal.base_url}/v1/jobs",
+        bearer(tal.api_key),
+        {"limit": 3},
+        "data",
+        lambda b: b["pagination"]["next_cursor"],
+        "cursor",
+    )
     assert sorted(j["id"] for j in seen) == sorted(talonic_jobs)
     assert len(seen) == len(talonic_jobs)
 
@@ -108,8 +129,12 @@ def test_a_truncated_body_is_an_incomplete_read_and_the_next_request_succeeds(ap
 def test_tokens_are_accepted_until_they_expire(apis, http):
     idp, cdf = apis.idp, apis.cognite
     job = cdf.add_predict_job()
-    form = {"grant_type": "client_credentials", "client_id": idp.client_id, "client_secret": idp.client_secret,
-            "scope": "https://fake/.default"}
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": idp.client_id,
+        "client_secret": idp.client_secret,
+        "scope": "https://fake/.default",
+    }
     token = http.post(idp.token_url, data=form).json()["access_token"]
     assert http.get(f"{cdf.base_url}{CDF}/jobs/{job}", headers=bearer(token)).status_code == 200
     idp.expires_in = 0  # issued already expired: no sleeping
@@ -123,7 +148,7 @@ def test_tokens_are_accepted_until_they_expire(apis, http):
 
 def test_cdf_job_token_and_beta_header_are_enforced(apis, http):
     cdf = apis.cognite
-    job = cdf.add_predict_job(job_token="secret-job-token")  # noqa: S106
+    job = cdf.add_predict_job(job_token="secret-job-token")
     pid = cdf.add_pipeline()
     headers = bearer(cdf.static_token)
     job_url, pipeline_url = f"{cdf.base_url}{CDF}/jobs/{job}", f"{cdf.base_url}{CDF}/pipelines/{pid}"
@@ -168,8 +193,11 @@ def test_clavata_reports_match_their_content_and_job(apis, http):
 def test_bad_query_values_get_a_400_envelope_not_a_dropped_connection(apis, http):
     cdf, clav, tal = apis.cognite, apis.clavata, apis.talonic
     pid = cdf.add_pipeline()
-    response = http.get(f"{cdf.base_url}{CDF}/pipelines/{pid}/runs", params={"cursor": "forged"},
-                        headers={**bearer(cdf.static_token), **BETA})
+    response = http.get(
+        f"{cdf.base_url}{CDF}/pipelines/{pid}/runs",
+        params={"cursor": "forged"},
+        headers={**bearer(cdf.static_token), **BETA},
+    )
     assert response.status_code == 400 and response.json()["error"]["code"] == 400
     response = http.get(f"{clav.base_url}/v1/jobs", params={"pageToken": "forged"}, headers=bearer(clav.api_key))
     assert response.status_code == 400 and response.json()["code"] == 3

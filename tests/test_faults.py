@@ -96,10 +96,17 @@ def test_a_wrong_key_fails_clearly_and_leaks_no_secret(apis, source):
         config[source]["api_key"] = "wrong-api-key-456"
     run = run_tap(config)
     assert run.returncode == 1
-    assert re.search(rf"{source}.*authentication failed|authentication failed.*{source}", run.stderr, re.I), run.stderr[-2000:]
+    assert re.search(rf"{source}.*authentication failed|authentication failed.*{source}", run.stderr, re.I), run.stderr[
+        -2000:
+    ]
     output = run.stdout + run.stderr
-    secrets = [config["cognite"]["client_secret"], config["clavata"]["api_key"], config["talonic"]["api_key"],
-               *apis.idp.issued_tokens, *(j.get("job_token") for j in config["cognite"].get("entity_matching_jobs", []))]
+    secrets = [
+        config["cognite"]["client_secret"],
+        config["clavata"]["api_key"],
+        config["talonic"]["api_key"],
+        *apis.idp.issued_tokens,
+        *(j.get("job_token") for j in config["cognite"].get("entity_matching_jobs", [])),
+    ]
     for secret in filter(None, secrets):
         assert secret not in output, "a secret leaked"
 
@@ -107,12 +114,22 @@ def test_a_wrong_key_fails_clearly_and_leaks_no_secret(apis, source):
 def test_debug_logging_leaks_no_secret(apis):
     populate(apis, unfinished=False)
     config = {**apis.config(cognite_auth="oauth"), "max_retries": 1, "max_retry_wait": 0.1}
-    apis.talonic.fail(r"/v1/jobs$", kind="status", status=400, times=None,
-                      body={"code": "validation_error", "message": f"bad key {config['talonic']['api_key']}"})
+    apis.talonic.fail(
+        r"/v1/jobs$",
+        kind="status",
+        status=400,
+        times=None,
+        body={"code": "validation_error", "message": f"bad key {config['talonic']['api_key']}"},
+    )
     run = run_tap(config, env={"TAP_JOBRESULTS_LOGLEVEL": "DEBUG"})
     assert "DEBUG" in run.stderr or "debug" in run.stderr
     output = run.stdout + run.stderr
-    for secret in [config["talonic"]["api_key"], config["clavata"]["api_key"], config["cognite"]["client_secret"], *apis.idp.issued_tokens]:
+    for secret in [
+        config["talonic"]["api_key"],
+        config["clavata"]["api_key"],
+        config["cognite"]["client_secret"],
+        *apis.idp.issued_tokens,
+    ]:
         assert secret not in output
 
 
@@ -153,9 +170,19 @@ def test_a_configured_predict_job_that_does_not_exist_is_a_warning(apis):
 
 def test_a_talonic_error_that_says_not_retryable_is_not_retried(apis):
     job = apis.talonic.add_job(rows=1)
-    apis.talonic.fail(rf"/v1/jobs/{job}/results", kind="status", status=503, times=None,
-                      body={"statusCode": 503, "code": "EXTRACTION_UNAVAILABLE", "message": "job archived",
-                            "retryable": False, "request_id": "req_abc123"})
+    apis.talonic.fail(
+        rf"/v1/jobs/{job}/results",
+        kind="status",
+        status=503,
+        times=None,
+        body={
+            "statusCode": 503,
+            "code": "EXTRACTION_UNAVAILABLE",
+            "message": "job archived",
+            "retryable": False,
+            "request_id": "req_abc123",
+        },
+    )
     run = run_tap({**apis.config(sources=("talonic",)), "max_retries": 3})
     assert run.returncode == 1
     assert sum(r["path"].endswith(f"{job}/results") for r in apis.talonic.request_log) == 1
@@ -175,8 +202,13 @@ def test_cdf_auto_retryable_errors_are_retried(apis):
 def test_talonic_rate_limit_reset_is_honoured_without_retry_after(apis):
     job = apis.talonic.add_job(rows=1)
     reset = str(int(time.time()) + 2)
-    apis.talonic.fail(rf"/v1/jobs/{job}/results", kind="status", status=429, times=1,
-                      headers={"X-RateLimit-Reset": reset, "Retry-After": ""})
+    apis.talonic.fail(
+        rf"/v1/jobs/{job}/results",
+        kind="status",
+        status=429,
+        times=1,
+        headers={"X-RateLimit-Reset": reset, "Retry-After": ""},
+    )
     run = run_tap(apis.config(sources=("talonic",)), check=True)
     match = re.search(r"retry 1 of \d+ in ([\d.]+) s", run.stderr)
     assert match and 0.5 <= float(match.group(1)) <= 2.5, run.stderr[-1500:]

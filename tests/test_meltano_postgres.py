@@ -27,7 +27,15 @@ PG_URL = os.environ.get("TAP_JOBRESULTS_TEST_PG", "postgresql://postgres@127.0.0
 def _meltano(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false", **(env or {})}
     full_env.pop("VIRTUAL_ENV", None)
-    proc = subprocess.run([MELTANO, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [MELTANO, *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, f"meltano {' '.join(args)} failed:\n{proc.stderr[-4000:]}"
     return proc
 
@@ -61,7 +69,9 @@ def _env(apis, schema: str) -> dict[str, str]:
     for section, values in config.items():
         if isinstance(values, dict):
             for key, value in values.items():
-                env[f"TAP_JOBRESULTS_{section.upper()}_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+                env[f"TAP_JOBRESULTS_{section.upper()}_{key.upper()}"] = (
+                    value if isinstance(value, str) else json.dumps(value)
+                )
         else:
             env[f"TAP_JOBRESULTS_{section.upper()}"] = str(values)
     return env
@@ -81,9 +91,14 @@ def test_meltano_run_into_postgres_twice(apis, schema, meltano_installed):
     tables = {r[0] for r in _query("select table_name from information_schema.tables where table_schema = %s", schema)}
     assert tables == set(CONTRACT_KEYS)
     for table, keys in CONTRACT_KEYS.items():
-        pk = [r[0] for r in _query(
-            "select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey) "
-            "where i.indrelid = %s::regclass and i.indisprimary", f'"{schema}"."{table}"')]
+        pk = [
+            r[0]
+            for r in _query(
+                "select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey) "
+                "where i.indrelid = %s::regclass and i.indisprimary",
+                f'"{schema}"."{table}"',
+            )
+        ]
         assert sorted(pk) == sorted(keys), table
 
     counts = {t: _query(f'select count(*) from "{schema}"."{t}"')[0][0] for t in CONTRACT_KEYS}
@@ -94,8 +109,12 @@ def test_meltano_run_into_postgres_twice(apis, schema, meltano_installed):
     assert counts["clavata_jobs"] == len(made["clavata"]) and counts["clavata_reports"] == 5
     assert counts["extraction_jobs"] == len(made["talonic"])
 
-    types = dict(_query(
-        "select table_name || '.' || column_name, data_type from information_schema.columns where table_schema = %s", schema))
+    types = dict(
+        _query(
+            "select table_name || '.' || column_name, data_type from information_schema.columns where table_schema = %s",
+            schema,
+        )
+    )
     assert types["match_results.source"] == "jsonb"
     assert types["extraction_rows.values"] == "jsonb"
     # Arrays of objects are declared without `items` so that they land as jsonb, not jsonb[].
@@ -105,7 +124,7 @@ def test_meltano_run_into_postgres_twice(apis, schema, meltano_installed):
     assert types["entity_matching_jobs.created_time"].startswith("timestamp")
     assert types["clavata_jobs.completed"].startswith("timestamp")
     assert types["match_results.top_score"] in ("double precision", "numeric")
-    names = _query(f'select source->>\'name\' from "{schema}".match_results where source->>\'name\' is not null')
+    names = _query(f"select source->>'name' from \"{schema}\".match_results where source->>'name' is not null")
     assert names, "source->>'name' is queryable"
     totals = _query(f'select "values"->>\'total\' from "{schema}".extraction_rows')
     assert totals
@@ -126,8 +145,12 @@ def test_meltano_run_into_postgres_twice(apis, schema, meltano_installed):
     statuses = dict(_query(f'select job_id, status from "{schema}".entity_matching_jobs'))
     assert "Running" not in statuses.values()
     assert _query(f'select count(*) from "{schema}".match_results')[0][0] == 7 + 2
-    reloaded = {r[0] for r in _query(
-        f'select distinct job_id from "{schema}".extraction_rows where _sdc_batched_at > %s', first_load)}
+    reloaded = {
+        r[0]
+        for r in _query(
+            f'select distinct job_id from "{schema}".extraction_rows where _sdc_batched_at > %s', first_load
+        )
+    }
     # Only the job that was processing and the new one came again: finished jobs were not re-read.
     assert reloaded == {made["talonic"][-1], new_job}
 

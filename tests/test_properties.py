@@ -18,14 +18,51 @@ from tap_jobresults.lifecycle import FetchedJob, JobKey, JobRef
 from tap_jobresults.sources import clavata, cognite, talonic
 from tap_jobresults.tap import TapJobResults
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
 
-SETTING_NAMES = ["start_date", "max_concurrent_requests", "connect_timeout", "read_timeout", "max_retries",
-                 "max_retry_wait", "cognite", "clavata", "talonic", "bogus"]
-SECTION_KEYS = ["base_url", "project", "token", "client_id", "client_secret", "token_url", "scopes", "audience",
-                "entity_matching_jobs", "pipeline_ids", "api_key", "policy_id", "typo"]
-sections = st.dictionaries(st.sampled_from(SECTION_KEYS), json_values | st.just("http://127.0.0.1:1") | st.just("https://x.example"), max_size=6)
+SETTING_NAMES = [
+    "start_date",
+    "max_concurrent_requests",
+    "connect_timeout",
+    "read_timeout",
+    "max_retries",
+    "max_retry_wait",
+    "cognite",
+    "clavata",
+    "talonic",
+    "bogus",
+]
+SECTION_KEYS = [
+    "base_url",
+    "project",
+    "token",
+    "client_id",
+    "client_secret",
+    "token_url",
+    "scopes",
+    "audience",
+    "entity_matching_jobs",
+    "pipeline_ids",
+    "api_key",
+    "policy_id",
+    "typo",
+]
+sections = st.dictionaries(
+    st.sampled_from(SECTION_KEYS),
+    json_values | st.just("http://127.0.0.1:1") | st.just("https://x.example"),
+    max_size=6,
+)
 configs = st.dictionaries(st.sampled_from(SETTING_NAMES), json_values | sections, max_size=5)
 
 
@@ -73,12 +110,26 @@ def body_server():
 
 
 def _predict_payloads():
-    item = st.fixed_dictionaries({}, optional={"source": json_values, "matches": st.lists(st.fixed_dictionaries(
-        {}, optional={"score": json_scalars, "target": json_values}), max_size=3) | json_values})
-    return st.fixed_dictionaries({}, optional={
-        "status": st.sampled_from(["Completed", "Running", "Failed", "Distributing"]) | json_scalars,
-        "jobId": st.integers(0, 2**53) | json_scalars, "createdTime": st.integers(0, 2**42) | json_scalars,
-        "items": st.lists(item, max_size=4) | json_values, "errorMessage": json_scalars})
+    item = st.fixed_dictionaries(
+        {},
+        optional={
+            "source": json_values,
+            "matches": st.lists(
+                st.fixed_dictionaries({}, optional={"score": json_scalars, "target": json_values}), max_size=3
+            )
+            | json_values,
+        },
+    )
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "status": st.sampled_from(["Completed", "Running", "Failed", "Distributing"]) | json_scalars,
+            "jobId": st.integers(0, 2**53) | json_scalars,
+            "createdTime": st.integers(0, 2**42) | json_scalars,
+            "items": st.lists(item, max_size=4) | json_values,
+            "errorMessage": json_scalars,
+        },
+    )
 
 
 def _check(source: t.Any, rows: t.Callable[[FetchedJob], t.Iterable[dict]], body_server: _Body, payload: t.Any) -> None:
@@ -103,11 +154,30 @@ def test_any_predict_job_payload_is_synced_or_named_as_malformed(body_server, pa
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.fixed_dictionaries({}, optional={
-    "job_status": json_scalars, "data": st.lists(st.fixed_dictionaries({}, optional={
-        "id": st.text(max_size=8) | json_scalars, "values": json_values, "confidence": json_scalars,
-        "validation_flags": st.lists(st.text(max_size=5) | st.dictionaries(st.text(max_size=3), json_scalars), max_size=2) | json_values,
-    }), max_size=3) | json_values}))
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "job_status": json_scalars,
+            "data": st.lists(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "id": st.text(max_size=8) | json_scalars,
+                        "values": json_values,
+                        "confidence": json_scalars,
+                        "validation_flags": st.lists(
+                            st.text(max_size=5) | st.dictionaries(st.text(max_size=3), json_scalars), max_size=2
+                        )
+                        | json_values,
+                    },
+                ),
+                max_size=3,
+            )
+            | json_values,
+        },
+    )
+)
 def test_any_talonic_results_payload_is_synced_or_named_as_malformed(body_server, payload):
     client = ApiClient("talonic", body_server.url, max_retries=0)
     source = talonic.ExtractionJobs(client, {}, None)
@@ -121,11 +191,27 @@ def test_any_talonic_results_payload_is_synced_or_named_as_malformed(body_server
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.fixed_dictionaries({}, optional={"job": st.fixed_dictionaries({}, optional={
-    "jobUuid": st.text(max_size=8) | json_scalars, "status": st.sampled_from(sorted(clavata.TERMINAL)) | json_scalars,
-    "created": st.just("2025-01-01T00:00:00Z") | json_scalars, "completed": st.just("1970-01-01T00:00:00Z") | json_scalars,
-    "results": st.lists(st.fixed_dictionaries({}, optional={"report": json_values, "created": json_scalars}), max_size=3) | json_values,
-}) | json_values}))
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "job": st.fixed_dictionaries(
+                {},
+                optional={
+                    "jobUuid": st.text(max_size=8) | json_scalars,
+                    "status": st.sampled_from(sorted(clavata.TERMINAL)) | json_scalars,
+                    "created": st.just("2025-01-01T00:00:00Z") | json_scalars,
+                    "completed": st.just("1970-01-01T00:00:00Z") | json_scalars,
+                    "results": st.lists(
+                        st.fixed_dictionaries({}, optional={"report": json_values, "created": json_scalars}), max_size=3
+                    )
+                    | json_values,
+                },
+            )
+            | json_values
+        },
+    )
+)
 def test_any_clavata_job_payload_is_synced_or_named_as_malformed(body_server, payload):
     client = ApiClient("clavata", body_server.url, max_retries=0)
     source = clavata.ClavataJobs(client, {}, None)

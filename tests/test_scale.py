@@ -59,10 +59,13 @@ def test_output_order_is_deterministic_whatever_finishes_first(apis):
 def test_batch_messages_carry_every_record(apis):
     populate(apis, unfinished=False)
     with tempfile.TemporaryDirectory() as tmp:
-        config = {**apis.config(), "batch_config": {
-            "encoding": {"format": "jsonl", "compression": "gzip"},
-            "storage": {"root": f"file://{tmp}", "prefix": "jobresults-"},
-        }}
+        config = {
+            **apis.config(),
+            "batch_config": {
+                "encoding": {"format": "jsonl", "compression": "gzip"},
+                "storage": {"root": f"file://{tmp}", "prefix": "jobresults-"},
+            },
+        }
         run = run_tap(config, check=True)
         batches = [m for m in run.messages if m["type"] == "BATCH"]
         assert batches and not run.records("match_results")
@@ -90,12 +93,20 @@ def test_disjoint_pipelines_can_run_as_parallel_instances(apis):
             config["cognite"]["pipeline_ids"] = share
             path = Path(tmp) / f"config-{n}.json"
             path.write_text(json.dumps(config))
-            procs.append(subprocess.Popen([TAP, "--config", str(path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=tap_env()))
+            procs.append(
+                subprocess.Popen(
+                    [TAP, "--config", str(path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=tap_env()
+                )
+            )
         outputs = [parse_messages(p.communicate(timeout=120)[0].decode()) for p in procs]
         assert all(p.returncode == 0 for p in procs)
     together = run_tap({**base}, check=True)
-    split = [(m["stream"], tuple(m["record"][k] for k in CONTRACT_KEYS[m["stream"]]))
-             for out in outputs for m in out if m["type"] == "RECORD"]
+    split = [
+        (m["stream"], tuple(m["record"][k] for k in CONTRACT_KEYS[m["stream"]]))
+        for out in outputs
+        for m in out
+        if m["type"] == "RECORD"
+    ]
     assert sorted(split) == sorted((s, k) for s in CONTRACT_KEYS for k in together.keys(s))
     states = [[m for m in out if m["type"] == "STATE"][-1]["value"] for out in outputs]
     owned = [set(s["bookmarks"]["pipeline_runs"]["job_bookmarks"]) for s in states]

@@ -30,10 +30,15 @@ def test_every_column_gets_a_sensible_snowflake_type():
     discovered = run_tap(CONFIG, args=["--discover"])
     assert discovered.returncode == 0, discovered.stderr[-2000:]
     catalog = json.loads(discovered.stdout)
-    mapped = json.loads(subprocess.run(
-        [str(LOADER_PYTHON), str(Path(__file__).parent / "tools" / "snowflake_types.py")],
-        input=discovered.stdout, capture_output=True, text=True, check=True,
-    ).stdout)
+    mapped = json.loads(
+        subprocess.run(
+            [str(LOADER_PYTHON), str(Path(__file__).parent / "tools" / "snowflake_types.py")],
+            input=discovered.stdout,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert len(mapped) > 90
     for entry in catalog["streams"]:
         for name, prop in entry["schema"]["properties"].items():

@@ -156,7 +156,10 @@ def test_state_stays_small_with_thousands_of_jobs(apis):
         apis.talonic.add_job(rows=1)
     config = {**apis.config(sources=("cognite", "clavata", "talonic")), "max_concurrent_requests": 16}
     first = run_tap(config, check=True)
-    assert len(first.records("pipeline_runs")) + len(first.records("clavata_jobs")) + len(first.records("extraction_jobs")) == 2000
+    assert (
+        len(first.records("pipeline_runs")) + len(first.records("clavata_jobs")) + len(first.records("extraction_jobs"))
+        == 2000
+    )
     size = len(json.dumps(first.state))
     assert size < 10_000, size
 
@@ -178,7 +181,9 @@ def _kill_after(config: dict, state: dict | None, n_records: int) -> list[dict]:
         if state is not None:
             (Path(tmp) / "state.json").write_text(json.dumps(state))
             argv += ["--state", str(Path(tmp) / "state.json")]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=tap_env(), stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=tap_env(), stdin=subprocess.DEVNULL
+        )
         lines, seen = [], 0
         assert proc.stdout is not None
         for raw in proc.stdout:
@@ -232,13 +237,15 @@ def test_sigterm_exits_non_zero_with_a_clear_last_line(apis):
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.json"
         cfg.write_text(json.dumps({**apis.config(sources=("talonic",)), "max_concurrent_requests": 1}))
-        proc = subprocess.Popen([TAP, "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=tap_env())
+        proc = subprocess.Popen(
+            [TAP, "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=tap_env()
+        )
         assert proc.stdout is not None
         for raw in proc.stdout:
             if b'"RECORD"' in raw:
                 break
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143
     last = [line for line in err.decode().splitlines() if line.strip()][-1]
     assert "Interrupted" in last and "resume" in last

@@ -46,7 +46,7 @@ def test_every_record_is_valid_against_its_schema(full_run):
 
 
 def test_record_counts_match_what_the_apis_hold(full_run):
-    apis, made, run = full_run
+    _apis, made, run = full_run
     counts = run.counts()
     assert counts["entity_matching_jobs"] == len(made["predict"])
     assert counts["match_results"] == 4 + 3  # finished jobs only; the failed one has no items

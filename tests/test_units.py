@@ -9,7 +9,7 @@ import pytest
 
 from tap_jobresults.errors import ApiError
 from tap_jobresults.http import SecretRegistry, parse_reset, parse_retry_after
-from tap_jobresults.lifecycle import Bookmark, Fetcher, FetchedJob, JobKey, JobRef, iso
+from tap_jobresults.lifecycle import Bookmark, FetchedJob, Fetcher, JobKey, JobRef, iso
 from tap_jobresults.sources.base import NewestFirstListing
 
 
@@ -53,7 +53,9 @@ def test_secret_registry_scrubs_longest_first():
 
 
 def test_api_error_names_source_job_status_code_and_request_id():
-    error = ApiError("talonic", "Talonic job 42", status=503, code="unavailable", message="try later", request_id="req_1")
+    error = ApiError(
+        "talonic", "Talonic job 42", status=503, code="unavailable", message="try later", request_id="req_1"
+    )
     assert str(error) == "talonic: Talonic job 42 failed, HTTP 503, code unavailable: try later (request id req_1)"
 
 

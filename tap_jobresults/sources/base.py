@@ -53,7 +53,9 @@ class JobSource(abc.ABC):
         return bool(self.start_date and created and created < self.start_date)
 
 
-def require(source: str, what: str, payload: t.Any, field: str, kind: type | tuple[type, ...], *, optional: bool = False) -> t.Any:
+def require(
+    source: str, what: str, payload: t.Any, field: str, kind: type | tuple[type, ...], *, optional: bool = False
+) -> t.Any:
     """Read a documented field, or raise a MalformedPayload that names the job and the field."""
     if not isinstance(payload, dict):
         raise MalformedPayload(source, what, f"expected a JSON object, got {type(payload).__name__}")
@@ -63,7 +65,9 @@ def require(source: str, what: str, payload: t.Any, field: str, kind: type | tup
             return None
         raise MalformedPayload(source, what, f"required field '{field}' is missing")
     if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-        raise MalformedPayload(source, what, f"field '{field}' should be {_kind_name(kind)}, got {type(value).__name__}")
+        raise MalformedPayload(
+            source, what, f"field '{field}' should be {_kind_name(kind)}, got {type(value).__name__}"
+        )
     return value
 
 
@@ -72,7 +76,14 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+    }
     return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in _as_tuple(kind)))
 
 
@@ -93,7 +104,9 @@ class NewestFirstListing:
     never lossy. Pending jobs the listing did not show are fetched by ID.
     """
 
-    def __init__(self, label: str, bookmark: Bookmark, start_date: str | None, make_label: t.Callable[[str], str]) -> None:
+    def __init__(
+        self, label: str, bookmark: Bookmark, start_date: str | None, make_label: t.Callable[[str], str]
+    ) -> None:
         self.label = label
         self.hwm = bookmark.hwm
         self.pending = dict(bookmark.pending)

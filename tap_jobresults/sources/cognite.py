@@ -116,8 +116,10 @@ class PredictJobs(JobSource):
 
     def discover(self, partition: str, bookmark: Bookmark) -> list[JobRef]:
         # CDF documents no list endpoint for predict jobs, so job IDs come from config, in its order.
-        finished = bookmark._state["finished"]  # noqa: SLF001
-        return [JobRef(JobKey("", job_id), self.label(partition, job_id)) for job_id in self.jobs if job_id not in finished]
+        finished = bookmark._state["finished"]
+        return [
+            JobRef(JobKey("", job_id), self.label(partition, job_id)) for job_id in self.jobs if job_id not in finished
+        ]
 
     def fetch(self, partition: str, ref: JobRef, want_results: bool) -> FetchedJob:
         what = ref.label
@@ -202,7 +204,9 @@ class PipelineRuns(JobSource):
             params: dict[str, t.Any] = {"limit": PAGE_LIMIT}
             if cursor:
                 params["cursor"] = cursor
-            body = self.client.get_json(self._pipelines_path(), "listing CDF pipelines", params=params, headers=PIPELINE_HEADERS)
+            body = self.client.get_json(
+                self._pipelines_path(), "listing CDF pipelines", params=params, headers=PIPELINE_HEADERS
+            )
             for item in _objects("cognite", "listing CDF pipelines", body, "items"):
                 ids.append(str(require("cognite", "listing CDF pipelines", item, "id", int)))
             next_cursor = body.get("nextCursor")
@@ -218,7 +222,9 @@ class PipelineRuns(JobSource):
             params: dict[str, t.Any] = {"limit": PAGE_LIMIT}
             if cursor:
                 params["cursor"] = cursor
-            body = self.client.get_json(f"{self._pipelines_path()}/{partition}/runs", what, params=params, headers=PIPELINE_HEADERS)
+            body = self.client.get_json(
+                f"{self._pipelines_path()}/{partition}/runs", what, params=params, headers=PIPELINE_HEADERS
+            )
             go_on = True
             for summary in _objects("cognite", what, body, "items"):
                 run_id = require("cognite", what, summary, "jobId", int)
@@ -236,14 +242,18 @@ class PipelineRuns(JobSource):
         if ref.summary is not None and not self.is_finished(ref.summary.get("status")):
             body = ref.summary  # an unfinished run: the listing said all there is to say
         else:
-            body = self.client.get_json(f"{self._pipelines_path()}/{partition}/runs/{ref.key.id}", what, headers=PIPELINE_HEADERS)
+            body = self.client.get_json(
+                f"{self._pipelines_path()}/{partition}/runs/{ref.key.id}", what, headers=PIPELINE_HEADERS
+            )
         record = {
             "pipeline_id": int(partition),
             "run_id": require("cognite", what, body, "jobId", int),
             **_summary_fields("cognite", what, body),
         }
         finished = self.is_finished(record["status"])
-        arrays = {field: _objects("cognite", what, body, field) for field in ("matches", "suggestedRules", "generatedRules")}
+        arrays = {
+            field: _objects("cognite", what, body, field) for field in ("matches", "suggestedRules", "generatedRules")
+        }
         errors = require("cognite", what, body, "errors", list, optional=True)
         has_results = body is not ref.summary
         record.update(

@@ -102,7 +102,9 @@ class ExtractionJobs(JobSource):
             return FetchedJob(ref, finished=True, record=None)  # type: ignore[arg-type]
         payload = None
         if want_results and status.lower() not in ("pending", "queued"):
-            results: ResultsBody = self.client.get_json(f"/v1/jobs/{ref.key.id}/results", f"{what} results", decode_as=ResultsBody)
+            results: ResultsBody = self.client.get_json(
+                f"/v1/jobs/{ref.key.id}/results", f"{what} results", decode_as=ResultsBody
+            )
             for index, raw in enumerate(results.data or []):  # check every row before the first is written
                 try:
                     _ROW.decode(raw)

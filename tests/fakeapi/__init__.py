@@ -48,8 +48,12 @@ class FakeAPIs:
             if cognite_auth == "token":
                 cdf["token"] = self.cognite.static_token
             else:
-                cdf.update(client_id=self.idp.client_id, client_secret=self.idp.client_secret,
-                           token_url=self.idp.token_url, scopes=[f"{self.cognite.base_url}/.default"])
+                cdf.update(
+                    client_id=self.idp.client_id,
+                    client_secret=self.idp.client_secret,
+                    token_url=self.idp.token_url,
+                    scopes=[f"{self.cognite.base_url}/.default"],
+                )
             jobs = []
             for job_id, job in sorted(self.cognite.predict_jobs.items()):
                 entry = {"job_id": job_id}

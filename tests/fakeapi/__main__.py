@@ -1,6 +1,6 @@
 """Serve the fake APIs on their own, for the demo and the benchmark.
 
-    python -m tests.fakeapi serve --scenario demo --config-out output/demo-config.json
+python -m tests.fakeapi serve --scenario demo --config-out output/demo-config.json
 """
 
 from __future__ import annotations
@@ -24,8 +24,15 @@ def demo(apis: FakeAPIs) -> dict:
     for name in ("pumps to assets", "valves to assets"):
         pid = cdf.add_pipeline(name=name)
         cdf.add_run(pid, matches=15, suggested_rules=3, generated_rules=2)
-        cdf.add_run(pid, status="Failed", matches=0, suggested_rules=0, generated_rules=0,
-                    error_message="source data set is empty", errors=["no sources"])
+        cdf.add_run(
+            pid,
+            status="Failed",
+            matches=0,
+            suggested_rules=0,
+            generated_rules=0,
+            error_message="source data set is empty",
+            errors=["no sources"],
+        )
         cdf.add_run(pid, status="Running")
     for n in (4, 6, 2):
         clav.add_job(results=n)

@@ -96,8 +96,16 @@ class VendorServer:
             self.counts.clear()
             self.request_log.clear()
 
-    def fail(self, path_regex: str, kind: str = "status", status: int = 503, times: int | None = 1,
-             headers: dict | None = None, body: t.Any = None, delay: float = 0.0) -> None:
+    def fail(
+        self,
+        path_regex: str,
+        kind: str = "status",
+        status: int = 503,
+        times: int | None = 1,
+        headers: dict | None = None,
+        body: t.Any = None,
+        delay: float = 0.0,
+    ) -> None:
         with self.lock:
             self.faults.append(Fault(re.compile(path_regex), kind, status, times, headers, body, delay))
 
@@ -170,7 +178,14 @@ class VendorServer:
         headers = {k: v for k, v in handler.headers.items()}
         length = int(handler.headers.get("Content-Length") or 0)
         form = parse_qs(handler.rfile.read(length).decode()) if length else {}
-        entry = {"method": method, "path": path, "query": query, "headers": headers, "form": form, "time": time.monotonic()}
+        entry = {
+            "method": method,
+            "path": path,
+            "query": query,
+            "headers": headers,
+            "form": form,
+            "time": time.monotonic(),
+        }
         with self.lock:
             self.request_log.append(entry)
         if self.latency:
@@ -216,8 +231,15 @@ class VendorServer:
         status, body, extra = self.error(404, "not_found", f"no route for {method} {path}")
         self._send(handler, entry, status, body, extra)
 
-    def _send(self, handler: BaseHTTPRequestHandler, entry: dict, status: int, body: t.Any, headers: dict,
-              truncate: bool = False) -> None:
+    def _send(
+        self,
+        handler: BaseHTTPRequestHandler,
+        entry: dict,
+        status: int,
+        body: t.Any,
+        headers: dict,
+        truncate: bool = False,
+    ) -> None:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         entry["status"] = status
         try:
@@ -254,8 +276,17 @@ def _reset(handler: BaseHTTPRequestHandler) -> None:
 
 
 def _code_for(status: int) -> str:
-    return {400: "invalid_argument", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-            429: "rate_limited", 500: "internal", 502: "bad_gateway", 503: "unavailable", 504: "timeout"}.get(status, "error")
+    return {
+        400: "invalid_argument",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        429: "rate_limited",
+        500: "internal",
+        502: "bad_gateway",
+        503: "unavailable",
+        504: "timeout",
+    }.get(status, "error")
 
 
 def _wrong_type(body: t.Any) -> t.Any:

@@ -21,16 +21,25 @@ from tests.fakeapi.base import BadRequest, Response, VendorServer, bearer, new_u
 TERMINAL = {"JOB_STATUS_COMPLETED", "JOB_STATUS_FAILED", "JOB_STATUS_CANCELED"}
 GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 429: 8, 499: 1, 500: 13, 502: 14, 503: 14, 504: 4}
 ZERO_TIME = "1970-01-01T00:00:00Z"
-JOB_STATUSES = ["JOB_STATUS_UNSPECIFIED", "JOB_STATUS_PENDING", "JOB_STATUS_RUNNING", "JOB_STATUS_COMPLETED",
-                "JOB_STATUS_FAILED", "JOB_STATUS_CANCELED"]  # index = proto number; the gateway takes either
+JOB_STATUSES = [
+    "JOB_STATUS_UNSPECIFIED",
+    "JOB_STATUS_PENDING",
+    "JOB_STATUS_RUNNING",
+    "JOB_STATUS_COMPLETED",
+    "JOB_STATUS_FAILED",
+    "JOB_STATUS_CANCELED",
+]  # index = proto number; the gateway takes either
 
 
 def _prune(value: t.Any) -> t.Any:
     """Proto3 JSON without EmitUnpopulated: zero scalars, empty lists/maps and zero enums are left out at every depth."""
     if isinstance(value, dict):
         pruned = {k: _prune(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items()
-                if v not in ("", [], {}, 0, None, ZERO_TIME) and not (isinstance(v, str) and v.endswith("_UNSPECIFIED"))}
+        return {
+            k: v
+            for k, v in pruned.items()
+            if v not in ("", [], {}, 0, None, ZERO_TIME) and not (isinstance(v, str) and v.endswith("_UNSPECIFIED"))
+        }
     if isinstance(value, list):
         return [_prune(v) for v in value]
     return value
@@ -73,17 +82,30 @@ class ClavataServer(VendorServer):
 
     # -- control ---------------------------------------------------------------------------------
 
-    def add_job(self, status: str = "JOB_STATUS_COMPLETED", results: int = 3, policy_id: str | None = None,
-                created: t.Any = None, deprecated_result_only: bool = False, omit_zero_fields: bool = True) -> str:
+    def add_job(
+        self,
+        status: str = "JOB_STATUS_COMPLETED",
+        results: int = 3,
+        policy_id: str | None = None,
+        created: t.Any = None,
+        deprecated_result_only: bool = False,
+        omit_zero_fields: bool = True,
+    ) -> str:
         job_uuid = new_uuid()
         if isinstance(created, str):
             created = _parse(created)
         created = created or self._start + timedelta(minutes=next(self._clock))
         with self.lock:
             self.jobs[job_uuid] = {
-                "uuid": job_uuid, "status": status, "n": results, "policy": policy_id or self.default_policy,
+                "uuid": job_uuid,
+                "status": status,
+                "n": results,
+                "policy": policy_id or self.default_policy,
                 "policy_version": new_uuid(),
-                "created": created, "updated": created, "completed": None, "legacy": deprecated_result_only,
+                "created": created,
+                "updated": created,
+                "completed": None,
+                "legacy": deprecated_result_only,
                 "omit_zero": omit_zero_fields,
             }
             if status in TERMINAL:
@@ -117,18 +139,31 @@ class ClavataServer(VendorServer):
         rng = random.Random(f"{job['uuid']}{index}")
         score = round(rng.random(), 3)
         outcome = "OUTCOME_TRUE" if score >= 0.5 else "OUTCOME_FALSE"
-        sections = [{
-            "name": name, "message": f"action:{name.lower()}", "result": outcome,
-            "assertionEvaluationReports": [{"result": outcome, "message": f"{name} assertion", "score": score}],
-            "reviewResult": {"outcome": outcome, "score": score},
-        } for name in ("Violence", "Spam")]
+        sections = [
+            {
+                "name": name,
+                "message": f"action:{name.lower()}",
+                "result": outcome,
+                "assertionEvaluationReports": [{"result": outcome, "message": f"{name} assertion", "score": score}],
+                "reviewResult": {"outcome": outcome, "score": score},
+            }
+            for name in ("Violence", "Spam")
+        ]
         report: dict = {
-            "policyId": job["policy"], "policyKey": "community-guidelines", "policyVersionId": job["policy_version"],
-            "result": outcome, "sectionEvaluationReports": sections,
-            "exceptionEvaluationReport": {"result": "OUTCOME_FALSE", "assertionEvaluationReports": [],
-                                          "reviewResult": {"outcome": "OUTCOME_FALSE", "score": 0.0}},
-            "contentHash": self._content_hash(job, index), "contentMetadata": {"post_id": str(index)},
-            "reviewResult": {"outcome": outcome, "score": score}, "threshold": 0.5,
+            "policyId": job["policy"],
+            "policyKey": "community-guidelines",
+            "policyVersionId": job["policy_version"],
+            "result": outcome,
+            "sectionEvaluationReports": sections,
+            "exceptionEvaluationReport": {
+                "result": "OUTCOME_FALSE",
+                "assertionEvaluationReports": [],
+                "reviewResult": {"outcome": "OUTCOME_FALSE", "score": 0.0},
+            },
+            "contentHash": self._content_hash(job, index),
+            "contentMetadata": {"post_id": str(index)},
+            "reviewResult": {"outcome": outcome, "score": score},
+            "threshold": 0.5,
             "labelMatches": {"Violence": score} if outcome == "OUTCOME_TRUE" else {},
             "tokenUsage": {"inputTokens": 120 + index, "billedTokens": 120 + index, "multiplier": 1.0},
         }
@@ -138,15 +173,21 @@ class ClavataServer(VendorServer):
 
     def _job(self, job: dict, full: bool) -> dict:
         body: dict = {
-            "jobUuid": job["uuid"], "customerId": self.customer_id, "status": job["status"],
-            "created": _ts(job["created"]), "updated": _ts(job["updated"]),
+            "jobUuid": job["uuid"],
+            "customerId": self.customer_id,
+            "status": job["status"],
+            "created": _ts(job["created"]),
+            "updated": _ts(job["updated"]),
             "completed": _ts(job["completed"]) if job["completed"] else ZERO_TIME,
-            "policyId": job["policy"], "policyVersionId": job["policy_version"], "threshold": 0.5,
+            "policyId": job["policy"],
+            "policyVersionId": job["policy_version"],
+            "threshold": 0.5,
             "jobType": "JOB_TYPE_STANDARD",
         }
         if full or job["status"] in TERMINAL:
-            body["contentData"] = [{"contentHash": self._content_hash(job, i), "metadata": {"post_id": str(i)}}
-                                   for i in range(job["n"])]
+            body["contentData"] = [
+                {"contentHash": self._content_hash(job, i), "metadata": {"post_id": str(i)}} for i in range(job["n"])
+            ]
             done = job["status"] == "JOB_STATUS_COMPLETED"
             body["results"] = [self._report(job, i) for i in range(job["n"])] if done else []
         return _prune(body) if job["omit_zero"] else body
@@ -163,7 +204,9 @@ class ClavataServer(VendorServer):
     def _range(self, query: dict, json_name: str, proto_name: str) -> tuple | None:
         start = self._param(query, f"query.{json_name}.start", f"query.{proto_name}.start")
         end = self._param(query, f"query.{json_name}.end", f"query.{proto_name}.end")
-        inclusive = (self._param(query, f"query.{json_name}.inclusive", f"query.{proto_name}.inclusive") or "").lower() == "true"
+        inclusive = (
+            self._param(query, f"query.{json_name}.inclusive", f"query.{proto_name}.inclusive") or ""
+        ).lower() == "true"
         if start is None and end is None:
             return None
         return (_parse(start) if start else None, _parse(end) if end else None, inclusive)
@@ -200,13 +243,21 @@ class ClavataServer(VendorServer):
         token = self._param(query, "pageToken", "page_token")
         offset = int(base64.b64decode(token).decode()) if token else 0
         with self.lock:
-            jobs = [j for j in self.jobs.values()
-                    if all(self._within(j[field], bounds) for field, bounds in ranges.items())
-                    and (status is None or j["status"] == status) and (policy is None or j["policy"] == policy)]
+            jobs = [
+                j
+                for j in self.jobs.values()
+                if all(self._within(j[field], bounds) for field, bounds in ranges.items())
+                and (status is None or j["status"] == status)
+                and (policy is None or j["policy"] == policy)
+            ]
             jobs.sort(key=lambda j: (j["created"], j["uuid"]), reverse=True)
-            page = [self._job(j, full=False) for j in jobs[offset:offset + size]]
+            page = [self._job(j, full=False) for j in jobs[offset : offset + size]]
         more = offset + size < len(jobs)
-        return 200, {"jobs": page, "nextPageToken": base64.b64encode(str(offset + size).encode()).decode() if more else ""}, {}
+        return (
+            200,
+            {"jobs": page, "nextPageToken": base64.b64encode(str(offset + size).encode()).decode() if more else ""},
+            {},
+        )
 
     def get_job(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
         job_uuid = match["uuid"]

@@ -57,16 +57,29 @@ class CogniteServer(VendorServer):
 
     # -- control ---------------------------------------------------------------------------------
 
-    def add_predict_job(self, items: int = 10, matches_per_item: int = 2, status: str = "Completed",
-                        job_token: str | None = None, error_message: str | None = None,
-                        created_ms: int | None = None, job_id: int | None = None) -> int:
+    def add_predict_job(
+        self,
+        items: int = 10,
+        matches_per_item: int = 2,
+        status: str = "Completed",
+        job_token: str | None = None,
+        error_message: str | None = None,
+        created_ms: int | None = None,
+        job_id: int | None = None,
+    ) -> int:
         job_id = job_id or next(self._ids)
         created = created_ms or next(self._clock)
         with self.lock:
             self.predict_jobs[job_id] = {
-                "jobId": job_id, "status": status, "createdTime": created, "startTime": created + 1000,
-                "statusTime": created + 2000, "errorMessage": error_message, "token": job_token,
-                "n_items": items, "per_item": matches_per_item,
+                "jobId": job_id,
+                "status": status,
+                "createdTime": created,
+                "startTime": created + 1000,
+                "statusTime": created + 2000,
+                "errorMessage": error_message,
+                "token": job_token,
+                "n_items": items,
+                "per_item": matches_per_item,
             }
         return job_id
 
@@ -74,24 +87,44 @@ class CogniteServer(VendorServer):
         pid = pipeline_id or next(self._ids)
         with self.lock:
             self.pipelines[pid] = {
-                "id": pid, "externalId": f"pipeline-{pid}", "name": name or f"pipeline {pid}",
-                "owner": "alice@example.com", "createdTime": EPOCH_2025, "lastUpdatedTime": EPOCH_2025,
+                "id": pid,
+                "externalId": f"pipeline-{pid}",
+                "name": name or f"pipeline {pid}",
+                "owner": "alice@example.com",
+                "createdTime": EPOCH_2025,
+                "lastUpdatedTime": EPOCH_2025,
                 "sources": {"dataSetIds": [{"id": 1}], "resource": "assets"},
                 "targets": {"dataSetIds": [{"id": 2}], "resource": "assets"},
-                "modelParameters": {"featureType": "bigram"}, "scoreThreshold": 0.7, "scheduleInterval": 7200,
+                "modelParameters": {"featureType": "bigram"},
+                "scoreThreshold": 0.7,
+                "scheduleInterval": 7200,
             }
             self.runs.setdefault(pid, {})
         return pid
 
-    def add_run(self, pipeline_id: int, status: str = "Completed", matches: int = 5, suggested_rules: int = 2,
-                generated_rules: int = 1, errors: list[str] | None = None, error_message: str | None = None,
-                created_ms: int | None = None, run_id: int | None = None) -> int:
+    def add_run(
+        self,
+        pipeline_id: int,
+        status: str = "Completed",
+        matches: int = 5,
+        suggested_rules: int = 2,
+        generated_rules: int = 1,
+        errors: list[str] | None = None,
+        error_message: str | None = None,
+        created_ms: int | None = None,
+        run_id: int | None = None,
+    ) -> int:
         run_id = run_id or next(self._ids)
         created = created_ms or next(self._clock)
         with self.lock:
             self.runs.setdefault(pipeline_id, {})[run_id] = {
-                "jobId": run_id, "status": status, "createdTime": created, "startTime": created + 1000,
-                "statusTime": created + 2000, "errorMessage": error_message, "errors": errors or [],
+                "jobId": run_id,
+                "status": status,
+                "createdTime": created,
+                "startTime": created + 1000,
+                "statusTime": created + 2000,
+                "errorMessage": error_message,
+                "errors": errors or [],
                 "n": (matches, suggested_rules, generated_rules),
             }
         return run_id
@@ -121,7 +154,12 @@ class CogniteServer(VendorServer):
     # -- payloads --------------------------------------------------------------------------------
 
     def _entity(self, kind: str, n: int) -> dict:
-        return {"name": f"{kind}-{n}", "id": n, "externalId": f"{kind[0]}{n}", "meta": {"site": "oslo", "tag": f"T-{n % 97}"}}
+        return {
+            "name": f"{kind}-{n}",
+            "id": n,
+            "externalId": f"{kind[0]}{n}",
+            "meta": {"site": "oslo", "tag": f"T-{n % 97}"},
+        }
 
     def _predict_body(self, job: dict) -> dict:
         body = {k: job[k] for k in ("status", "createdTime", "startTime", "statusTime", "jobId", "errorMessage")}
@@ -131,8 +169,14 @@ class CogniteServer(VendorServer):
             for i in range(job["n_items"]):
                 count = 0 if i % 5 == 4 else job["per_item"]
                 scores = sorted((round(rng.random(), 4) for _ in range(count)), reverse=True)
-                items.append({"source": self._entity("source", i), "matches": [
-                    {"score": s, "target": self._entity("asset", rng.randrange(10_000))} for s in scores]})
+                items.append(
+                    {
+                        "source": self._entity("source", i),
+                        "matches": [
+                            {"score": s, "target": self._entity("asset", rng.randrange(10_000))} for s in scores
+                        ],
+                    }
+                )
         body["items"] = items
         return body
 
@@ -152,13 +196,36 @@ class CogniteServer(VendorServer):
         n_matches, n_suggested, n_generated = run["n"] if run["status"] == "Completed" else (0, 0, 0)
         rng = random.Random(run["jobId"])
         rule_match = lambda i: {  # noqa: E731
-            "sourceKeyField": "name", "targetKeyField": "name", "source": self._entity("source", i),
-            "target": self._entity("asset", i), "existingMatchType": "none", "consistentMatch": bool(i % 2)}
-        body["matches"] = [{"matchType": rng.choice(["model", "rule", "existing"]), "score": round(rng.random(), 4),
-                            "source": self._entity("source", i), "target": self._entity("asset", i)} for i in range(n_matches)]
-        body["suggestedRules"] = [{"matches": [rule_match(i)], "inputPattern": f"P{i}-[0-9]+", "predictPattern": f"A{i}-[0-9]+",
-                                   "numMatches": 3 + i, "avgScore": 0.73, "matchIndex": [i, i + 1]} for i in range(n_suggested)]
-        body["generatedRules"] = [{"matches": [rule_match(i)], "numConflicts": i, "numOverlaps": 1} for i in range(n_generated)]
+            "sourceKeyField": "name",
+            "targetKeyField": "name",
+            "source": self._entity("source", i),
+            "target": self._entity("asset", i),
+            "existingMatchType": "none",
+            "consistentMatch": bool(i % 2),
+        }
+        body["matches"] = [
+            {
+                "matchType": rng.choice(["model", "rule", "existing"]),
+                "score": round(rng.random(), 4),
+                "source": self._entity("source", i),
+                "target": self._entity("asset", i),
+            }
+            for i in range(n_matches)
+        ]
+        body["suggestedRules"] = [
+            {
+                "matches": [rule_match(i)],
+                "inputPattern": f"P{i}-[0-9]+",
+                "predictPattern": f"A{i}-[0-9]+",
+                "numMatches": 3 + i,
+                "avgScore": 0.73,
+                "matchIndex": [i, i + 1],
+            }
+            for i in range(n_suggested)
+        ]
+        body["generatedRules"] = [
+            {"matches": [rule_match(i)], "numConflicts": i, "numOverlaps": 1} for i in range(n_generated)
+        ]
         body["errors"] = run["errors"]
         return body
 
@@ -181,7 +248,7 @@ class CogniteServer(VendorServer):
         return status, body, extra
 
     def get_predict_job(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
-        if (denied := self._project_ok(match)):
+        if denied := self._project_ok(match):
             return denied
         try:
             job_id = int(match["job"])
@@ -204,19 +271,22 @@ class CogniteServer(VendorServer):
         limit = min(limit, 100)  # "maximum results returned by the server is 100, even if you specify a higher limit"
         cursor = query.get("cursor", [None])[0]
         start = int(base64.urlsafe_b64decode(cursor.encode()).decode()) if cursor else 0
-        page = items[start:start + limit]
+        page = items[start : start + limit]
         more = start + limit < len(items)
-        return {"items": page, "nextCursor": base64.urlsafe_b64encode(str(start + limit).encode()).decode() if more else None}
+        return {
+            "items": page,
+            "nextCursor": base64.urlsafe_b64encode(str(start + limit).encode()).decode() if more else None,
+        }
 
     def list_pipelines(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
-        if (denied := self._project_ok(match) or self._beta(headers)):
+        if denied := self._project_ok(match) or self._beta(headers):
             return denied
         with self.lock:
             items = [self._pipeline_body(pid) for pid in self.pipelines]
         return 200, self._page(items, query), {}
 
     def get_pipeline(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
-        if (denied := self._project_ok(match) or self._beta(headers)):
+        if denied := self._project_ok(match) or self._beta(headers):
             return denied
         pid = int(match["pid"])
         with self.lock:
@@ -224,7 +294,7 @@ class CogniteServer(VendorServer):
         return (200, pipeline, {}) if pipeline else self._missing(pid)
 
     def list_runs(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
-        if (denied := self._project_ok(match) or self._beta(headers)):
+        if denied := self._project_ok(match) or self._beta(headers):
             return denied
         pid = int(match["pid"])
         if pid not in self.pipelines:
@@ -237,7 +307,7 @@ class CogniteServer(VendorServer):
         return 200, self._page(runs, query), {}
 
     def get_run(self, match: t.Any, query: dict, headers: dict, form: dict) -> Response:
-        if (denied := self._project_ok(match) or self._beta(headers)):
+        if denied := self._project_ok(match) or self._beta(headers):
             return denied
         pid, run_id = int(match["pid"]), int(match["run"])
         self.count(run_id)

@@ -48,28 +48,55 @@ class TalonicServer(VendorServer):
 
     def error(self, status: int, code: str, message: str) -> Response:
         code = {401: "unauthorized", 404: "not_found", 429: "rate_limited", 400: "validation_error"}.get(status, code)
-        body = {"statusCode": status, "code": code, "error": code.replace("_", " ").title(), "message": message,
-                "retryable": status in (429, 500, 502, 503, 504), "request_id": f"req_{new_uuid()[:12]}",
-                "timestamp": _ts(datetime.now(timezone.utc)), "path": ""}
-        headers = {"Retry-After": "1", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(time.time()) + 1)} \
-            if status == 429 else {}
+        body = {
+            "statusCode": status,
+            "code": code,
+            "error": code.replace("_", " ").title(),
+            "message": message,
+            "retryable": status in (429, 500, 502, 503, 504),
+            "request_id": f"req_{new_uuid()[:12]}",
+            "timestamp": _ts(datetime.now(timezone.utc)),
+            "path": "",
+        }
+        headers = (
+            {"Retry-After": "1", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(time.time()) + 1)}
+            if status == 429
+            else {}
+        )
         return status, body, headers
 
     def extra_headers(self) -> dict:
-        return {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "4999", "X-RateLimit-Reset": str(int(time.time()) + 86400)}
+        return {
+            "X-RateLimit-Limit": "5000",
+            "X-RateLimit-Remaining": "4999",
+            "X-RateLimit-Reset": str(int(time.time()) + 86400),
+        }
 
     # -- control ---------------------------------------------------------------------------------
 
-    def add_job(self, status: str = "completed", rows: int = 3, created_at: t.Any = None,
-                flags_as_objects: bool = False, name: str | None = None) -> str:
+    def add_job(
+        self,
+        status: str = "completed",
+        rows: int = 3,
+        created_at: t.Any = None,
+        flags_as_objects: bool = False,
+        name: str | None = None,
+    ) -> str:
         job_id = new_uuid()
         if isinstance(created_at, str):
             created_at = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
         created = created_at or self._start + timedelta(minutes=next(self._clock))
         with self.lock:
-            self.jobs[job_id] = {"id": job_id, "status": status, "rows": rows, "created": created,
-                                 "objects": flags_as_objects, "name": name or f"invoices batch {len(self.jobs) + 1}",
-                                 "schema": {"id": new_uuid(), "name": "Invoice"}, "row_ids": [new_uuid() for _ in range(rows)]}
+            self.jobs[job_id] = {
+                "id": job_id,
+                "status": status,
+                "rows": rows,
+                "created": created,
+                "objects": flags_as_objects,
+                "name": name or f"invoices batch {len(self.jobs) + 1}",
+                "schema": {"id": new_uuid(), "name": "Invoice"},
+                "row_ids": [new_uuid() for _ in range(rows)],
+            }
         return job_id
 
     def set_status(self, job_id: str, status: str) -> None:
@@ -90,17 +117,30 @@ class TalonicServer(VendorServer):
         done = status in TERMINAL
         started = None if status in ("pending", "queued") else job["created"] + timedelta(seconds=5)
         return {
-            "id": job["id"], "name": job["name"], "status": status,
-            "progress": 40 if status == "processing" else None, "estimated_seconds_remaining": None,
-            "schema": job["schema"], "document_count": job["rows"],
+            "id": job["id"],
+            "name": job["name"],
+            "status": status,
+            "progress": 40 if status == "processing" else None,
+            "estimated_seconds_remaining": None,
+            "schema": job["schema"],
+            "document_count": job["rows"],
             "completed_documents": job["rows"] if done else job["rows"] // 2,
-            "grid_stats": {"total_cells": job["rows"] * 4, "filled": job["rows"] * 3, "empty": job["rows"], "fill_rate": 0.75},
+            "grid_stats": {
+                "total_cells": job["rows"] * 4,
+                "filled": job["rows"] * 3,
+                "empty": job["rows"],
+                "fill_rate": 0.75,
+            },
             "current_phase": "completed" if done else "phase_2_execute",
             "error": {"code": "extraction_failed", "message": "document unreadable"} if status == "failed" else None,
-            "created_at": _ts(job["created"]), "started_at": _ts(started),
+            "created_at": _ts(job["created"]),
+            "started_at": _ts(started),
             "completed_at": _ts(job["created"] + timedelta(minutes=2)) if done else None,
-            "links": {"self": f"/v1/jobs/{job['id']}", "dashboard": f"https://app.talonic.com/jobs/{job['id']}",
-                      **({} if done else {"cancel": f"/v1/jobs/{job['id']}/cancel"})},  # cancel: only while unfinished
+            "links": {
+                "self": f"/v1/jobs/{job['id']}",
+                "dashboard": f"https://app.talonic.com/jobs/{job['id']}",
+                **({} if done else {"cancel": f"/v1/jobs/{job['id']}/cancel"}),
+            },  # cancel: only while unfinished
         }
 
     def _results(self, job: dict) -> dict:
@@ -118,16 +158,35 @@ class TalonicServer(VendorServer):
                 flags.append("format_mismatch:date")
             if job["objects"]:
                 flags = [{"code": f.split(":")[0], "field": f.split(":")[1]} for f in flags]
-            data.append({
-                "id": row_id, "document_id": str(uuid.uuid5(uuid.NAMESPACE_URL, row_id)), "filename": f"invoice_{i:04d}.pdf",
-                "status": "complete" if done else "partial",
-                "values": {"invoice_number": f"INV-2025-{i:04d}", "vendor": "Acme Corp", "total": total,
-                           "date": "2025-10-01", "currency": "EUR", "lines": i % 7},
-                "confidence": confidence, "validation_flags": flags,
-            })
-        status = "complete" if job["status"] in ("complete", "completed") else job["status"]  # "completed mapped to complete"
-        return {"job_id": job["id"], "job_status": status, "schema": job["schema"], "total_rows": len(data), "data": data,
-                "links": {"self": f"/v1/jobs/{job['id']}/results", "job": f"/v1/jobs/{job['id']}"}}
+            data.append(
+                {
+                    "id": row_id,
+                    "document_id": str(uuid.uuid5(uuid.NAMESPACE_URL, row_id)),
+                    "filename": f"invoice_{i:04d}.pdf",
+                    "status": "complete" if done else "partial",
+                    "values": {
+                        "invoice_number": f"INV-2025-{i:04d}",
+                        "vendor": "Acme Corp",
+                        "total": total,
+                        "date": "2025-10-01",
+                        "currency": "EUR",
+                        "lines": i % 7,
+                    },
+                    "confidence": confidence,
+                    "validation_flags": flags,
+                }
+            )
+        status = (
+            "complete" if job["status"] in ("complete", "completed") else job["status"]
+        )  # "completed mapped to complete"
+        return {
+            "job_id": job["id"],
+            "job_status": status,
+            "schema": job["schema"],
+            "total_rows": len(data),
+            "data": data,
+            "links": {"self": f"/v1/jobs/{job['id']}/results", "job": f"/v1/jobs/{job['id']}"},
+        }
 
     # -- routes ----------------------------------------------------------------------------------
 
@@ -153,13 +212,21 @@ class TalonicServer(VendorServer):
             except (ValueError, TypeError, KeyError):
                 raise BadRequest("Invalid cursor.", "validation_error") from None
             start = next((i + 1 for i, j in enumerate(jobs) if j["id"] == position["id"]), len(jobs))
-        page = jobs[start:start + limit]
+        page = jobs[start : start + limit]
         more = start + limit < len(jobs)
         next_cursor = None
         if more and page:
-            next_cursor = base64.b64encode(json.dumps({"createdAt": _ts(page[-1]["created"]), "id": page[-1]["id"]}).encode()).decode()
-        return 200, {"data": [self._job(j) for j in page],
-                     "pagination": {"total": len(jobs), "limit": limit, "has_more": more, "next_cursor": next_cursor}}, {}
+            next_cursor = base64.b64encode(
+                json.dumps({"createdAt": _ts(page[-1]["created"]), "id": page[-1]["id"]}).encode()
+            ).decode()
+        return (
+            200,
+            {
+                "data": [self._job(j) for j in page],
+                "pagination": {"total": len(jobs), "limit": limit, "has_more": more, "next_cursor": next_cursor},
+            },
+            {},
+        )
 
     def _lookup(self, job_id: str) -> dict:
         if not UUID.fullmatch(job_id):
