@@ -39,7 +39,8 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 lint: install
-	$(BIN)/ruff check tap_jobresults tests
+	$(BIN)/pip install --quiet ruff mypy
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy tap_jobresults
 
 # Re-pin after changing dependencies: the constraints are what a fresh install resolves to.
 lock:

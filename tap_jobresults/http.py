@@ -134,7 +134,8 @@ def _error_fields(body: t.Any) -> tuple[str | None, str | None, bool | None, str
     """
     if not isinstance(body, dict):
         return None, None, None, None
-    inner = body.get("error") if isinstance(body.get("error"), dict) else body
+    error = body.get("error")
+    inner: dict = error if isinstance(error, dict) else body
     code = inner.get("code")
     message = inner.get("message")
     if message is None and isinstance(body.get("error"), str):

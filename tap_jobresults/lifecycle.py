@@ -49,9 +49,10 @@ def iso(value: t.Any) -> str | None:
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
-            moment = _parse_rfc3339_nanos(value)
-            if moment is None:
+            parsed = _parse_rfc3339_nanos(value)
+            if parsed is None:
                 raise ValueError(f"not an ISO 8601 timestamp: {value!r}") from None
+            moment = parsed
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
         moment = moment.astimezone(timezone.utc)
@@ -100,9 +101,15 @@ class JobRef:
 class FetchedJob:
     ref: JobRef
     finished: bool
-    record: dict  # the job-level record
+    record: dict | None  # the job-level record; None: skip it (created before start_date)
     payload: t.Any = None  # what the child streams read; None: no child records this run
     missing: bool = False  # the API says the job does not exist (404)
+
+    @property
+    def fields(self) -> dict:
+        """The job-level record, for result streams (which only run for jobs that have one)."""
+        assert self.record is not None
+        return self.record
 
 
 class Bookmark:

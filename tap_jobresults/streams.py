@@ -8,6 +8,7 @@ job feeds every stream that reads it, and a STATE message never runs ahead of th
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import typing as t
@@ -81,7 +82,7 @@ class JobStream(_JobResultsStream):
             except TapJobResultsError as exc:
                 self.failures.add(f"{exc}; this partition is retried next run")
                 continue
-            fetched = self.fetcher.map(lambda ref, p=partition: source.fetch(p, ref, want_results), refs)
+            fetched = self.fetcher.map(functools.partial(_fetch, source, partition, want_results), refs)
             try:
                 for ref, job, error in fetched:
                     if error is not None:
@@ -92,8 +93,7 @@ class JobStream(_JobResultsStream):
                             self.current = job
                             yield job.record  # the SDK writes the result streams, then this record
                             self.current = None
-                        key, done = ref.key, job.finished
-                        commit = lambda b=bookmark, k=key, d=done: b.advance(k, done=d)  # noqa: E731
+                        commit = functools.partial(bookmark.advance, ref.key, done=job.finished)
                     if batching:
                         # BATCH files are written after this generator moves on: bookmark at the end.
                         deferred.append(commit)
@@ -123,6 +123,10 @@ class JobStream(_JobResultsStream):
         job = self.current
         if job is not None and job.payload is not None:
             yield {"job": job.ref.label}
+
+
+def _fetch(source: JobSource, partition: str, want_results: bool, ref: t.Any) -> FetchedJob:
+    return source.fetch(partition, ref, want_results)
 
 
 class ResultStream(_JobResultsStream):

@@ -7,7 +7,7 @@ import os
 import sys
 import typing as t
 
-from singer_sdk import Tap
+from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import StateMessage
@@ -17,17 +17,20 @@ from tap_jobresults.auth import ClientCredentials, StaticBearer
 from tap_jobresults.http import SECRETS, ApiClient, ScrubSecretsFilter
 from tap_jobresults.lifecycle import Failures
 from tap_jobresults.sources import clavata, cognite, talonic
+from tap_jobresults.streams import JobStream, ResultStream
 
 if t.TYPE_CHECKING:
     from types import FrameType
 
     from singer_sdk.singerlib import Message
 
-    from tap_jobresults.streams import JobStream
-
 logger = logging.getLogger("tap-jobresults")
 
-SOURCE_STREAMS = {"cognite": cognite.STREAMS, "clavata": clavata.STREAMS, "talonic": talonic.STREAMS}
+SOURCE_STREAMS: dict[str, tuple[type[Stream], ...]] = {
+    "cognite": cognite.STREAMS,
+    "clavata": clavata.STREAMS,
+    "talonic": talonic.STREAMS,
+}
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what shells report for a terminated job
 
 
@@ -89,7 +92,7 @@ class TapJobResults(Tap):
         return float(settings.CONFIG_SCHEMA["properties"][name]["default"] if value is None else value)
 
     def _client(self, vendor: str, section: t.Mapping[str, t.Any]) -> ApiClient:
-        timeouts = {
+        timeouts: dict[str, t.Any] = {
             "connect_timeout": self._number("connect_timeout"),
             "read_timeout": self._number("read_timeout"),
             "max_retries": int(self._number("max_retries")),
@@ -125,29 +128,32 @@ class TapJobResults(Tap):
             **timeouts,
         )
 
-    def discover_streams(self) -> list[JobStream]:
-        streams: list[t.Any] = []
+    def discover_streams(self) -> list[Stream]:
+        streams: list[Stream] = []
         width = int(self._number("max_concurrent_requests"))
         for vendor, stream_types in SOURCE_STREAMS.items():
             section = self.config.get(vendor)
             if not isinstance(section, dict):
                 continue  # a source is active when its section is present
             client = self._client(vendor, section)
-            parents: dict[type, t.Any] = {}
+            parents: dict[type, JobStream] = {}
             for stream_type in stream_types:
-                if stream_type.parent_stream_type is None:
+                if issubclass(stream_type, JobStream):
                     source = stream_type.source_class(client, section, self.config.get("start_date"))
-                    stream = stream_type(self, source, self.failures, width)
-                    parents[stream_type] = stream
-                else:
-                    stream = stream_type(self)
-                    stream.parent = parents[stream_type.parent_stream_type]
-                streams.append(stream)
+                    parents[stream_type] = stream_type(self, source, self.failures, width)
+                    streams.append(parents[stream_type])
+                elif issubclass(stream_type, ResultStream):
+                    result_stream = stream_type(self)
+                    result_stream.parent = parents[t.cast("type", stream_type.parent_stream_type)]
+                    streams.append(result_stream)
         return streams
 
     # -- run -----------------------------------------------------------------------------------------
 
-    def sync_all(self) -> None:  # type: ignore[override]
+    # The SDK marks sync_all final; it is extended (not replaced) because only after every stream
+    # has run can the tap tell whether some job could not be synced, and a cron user needs that
+    # as a non-zero exit code, with the list of jobs concerned as the last log lines.
+    def sync_all(self) -> None:  # type: ignore[misc]
         super().sync_all()
         sys.stdout.flush()
         if self.failures:

@@ -71,7 +71,7 @@ class ClavataJobs(JobSource):
         for index, result in enumerate(results):
             require("clavata", f"{what} results[{index}]", result, "report", dict, optional=True)
             timestamp("clavata", f"{what} results[{index}]", result.get("created"), "created")
-        record = {
+        record: dict[str, t.Any] = {
             "job_uuid": require("clavata", what, job, "jobUuid", str),
             "status": status,
             "finished": finished,
@@ -89,7 +89,7 @@ class ClavataJobs(JobSource):
             "result_count": len(results) if has_results and finished else None,
         }
         if self.is_before_start(record["created"]):
-            return FetchedJob(ref, finished=True, record=None)  # type: ignore[arg-type]
+            return FetchedJob(ref, finished=True, record=None)
         payload = job if has_results and finished and results else None
         return FetchedJob(ref, finished=finished, record=record, payload=payload)
 
@@ -106,7 +106,7 @@ class ClavataReportsStream(ResultStream):
     parent_stream_type = ClavataJobsStream
 
     def rows(self, job: FetchedJob) -> t.Iterable[dict]:
-        job_uuid = job.record["job_uuid"]
+        job_uuid = job.fields["job_uuid"]
         for index, result in enumerate(job.payload["results"]):
             report = result.get("report") or {}
             review = report.get("reviewResult")

@@ -137,7 +137,7 @@ class PredictJobs(JobSource):
             except msgspec.ValidationError as exc:
                 raise MalformedPayload("cognite", what, f"items[{index}]: {exc}") from None
         finished = self.is_finished(body.status)
-        record = {
+        record: dict[str, t.Any] = {
             "job_id": body.jobId,
             "status": body.status,
             "finished": finished,
@@ -148,7 +148,7 @@ class PredictJobs(JobSource):
             "item_count": len(items) if finished else None,
         }
         if self.is_before_start(record["created_time"]):
-            return FetchedJob(ref, finished=True, record=None)  # type: ignore[arg-type]
+            return FetchedJob(ref, finished=True, record=None)
         return FetchedJob(ref, finished=finished, record=record, payload=items if finished and items else None)
 
 
@@ -164,7 +164,7 @@ class MatchResultsStream(ResultStream):
     parent_stream_type = EntityMatchingJobsStream
 
     def rows(self, job: FetchedJob) -> t.Iterable[dict]:
-        job_id = job.record["job_id"]
+        job_id = job.fields["job_id"]
         for index, raw in enumerate(job.payload):
             item = _ANY.decode(raw)
             matches = item.get("matches") or []
@@ -245,7 +245,7 @@ class PipelineRuns(JobSource):
             body = self.client.get_json(
                 f"{self._pipelines_path()}/{partition}/runs/{ref.key.id}", what, headers=PIPELINE_HEADERS
             )
-        record = {
+        record: dict[str, t.Any] = {
             "pipeline_id": int(partition),
             "run_id": require("cognite", what, body, "jobId", int),
             **_summary_fields("cognite", what, body),
@@ -264,7 +264,7 @@ class PipelineRuns(JobSource):
             generated_rule_count=len(arrays["generatedRules"]) if has_results and finished else None,
         )
         if self.is_before_start(record["created_time"]):
-            return FetchedJob(ref, finished=True, record=None)  # type: ignore[arg-type]
+            return FetchedJob(ref, finished=True, record=None)
         payload = body if finished and has_results and any(arrays.values()) else None
         return FetchedJob(ref, finished=finished, record=record, payload=payload)
 
@@ -280,7 +280,7 @@ class _RunResultStream(ResultStream):
     field: str
 
     def rows(self, job: FetchedJob) -> t.Iterable[dict]:
-        keys = {"pipeline_id": job.record["pipeline_id"], "run_id": job.record["run_id"]}
+        keys = {"pipeline_id": job.fields["pipeline_id"], "run_id": job.fields["run_id"]}
         for index, item in enumerate(job.payload.get(self.field) or []):
             yield self.row(keys, index, item)
 

@@ -79,7 +79,7 @@ class ExtractionJobs(JobSource):
         status = require("talonic", what, job, "status", str)
         schema = job.get("schema") if isinstance(job.get("schema"), dict) else {}
         error = job.get("error") if isinstance(job.get("error"), dict) else None
-        record = {
+        record: dict[str, t.Any] = {
             "job_id": require("talonic", what, job, "id", str),
             "status": status,
             "finished": self.is_finished(status),
@@ -99,7 +99,7 @@ class ExtractionJobs(JobSource):
             "completed_at": timestamp("talonic", what, job.get("completed_at"), "completed_at"),
         }
         if self.is_before_start(record["created_at"]):
-            return FetchedJob(ref, finished=True, record=None)  # type: ignore[arg-type]
+            return FetchedJob(ref, finished=True, record=None)
         payload = None
         if want_results and status.lower() not in ("pending", "queued"):
             results: ResultsBody = self.client.get_json(
@@ -126,7 +126,7 @@ class ExtractionRowsStream(ResultStream):
     parent_stream_type = ExtractionJobsStream
 
     def rows(self, job: FetchedJob) -> t.Iterable[dict]:
-        job_id = job.record["job_id"]
+        job_id = job.fields["job_id"]
         job_status = job.payload.job_status
         for raw in job.payload.data:
             row = _ANY.decode(raw)
