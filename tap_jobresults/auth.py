@@ -11,9 +11,7 @@ import threading
 import time
 import typing as t
 
-import requests
-
-from tap_jobresults.errors import AuthError
+from tap_jobresults.errors import ApiError, AuthError, MalformedPayload
 from tap_jobresults.http import SECRETS, ApiClient
 
 
@@ -87,30 +85,20 @@ class ClientCredentials:
         self._refresh_at = issued + max(0.0, lifetime - min(self.LEEWAY, lifetime / 2))
 
     def _post_form(self) -> t.Any:
+        """The token request, with the same retries as any call (429, 5xx, resets, timeouts)."""
         what = f"OAuth token request to {self._token_url}"
-        client = self._client
-
-        def post() -> t.Any:
-            try:
-                response = client.session.post(self._token_url, data=self._form, timeout=client.timeout)
-            except requests.RequestException as exc:
-                raise AuthError(
-                    self.source, what, message=f"could not reach the identity provider ({type(exc).__name__})"
-                ) from None
-            if response.status_code >= 400:
-                error = client._classify(response, response.content, what)
-                inner = getattr(error, "error", error)
-                raise AuthError(
-                    self.source,
-                    what,
-                    status=response.status_code,
-                    code=getattr(inner, "code", None),
-                    message=getattr(inner, "vendor_message", None),
-                    request_id=getattr(inner, "request_id", None),
-                )
-            try:
-                return response.json()
-            except ValueError:
-                raise AuthError(self.source, what, message="the identity provider did not answer with JSON") from None
-
-        return post()
+        try:
+            return self._client.get_json(self._token_url, what, form=self._form)
+        except AuthError:
+            raise
+        except ApiError as exc:  # 400 invalid_client and the like: the credentials are wrong
+            raise AuthError(
+                self.source,
+                what,
+                status=exc.status,
+                code=exc.code,
+                message=exc.vendor_message,
+                request_id=exc.request_id,
+            ) from None
+        except MalformedPayload:
+            raise AuthError(self.source, what, message="the identity provider did not answer with JSON") from None

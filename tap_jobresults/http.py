@@ -195,8 +195,10 @@ class ApiClient:
         params: dict[str, t.Any] | None = None,
         headers: dict[str, str] | None = None,
         decode_as: type | None = None,
+        form: dict[str, str] | None = None,
     ) -> t.Any:
-        """GET base_url + path and decode JSON, retrying what is transient. `what` names the job.
+        """GET base_url + path (POST when `form` is given) and decode JSON, retrying what is
+        transient. `what` names the job.
 
         With `decode_as` (a msgspec Struct), the body is checked against the documented shape while
         it is decoded; large arrays declared as `msgspec.Raw` stay undecoded slices of the body.
@@ -231,7 +233,7 @@ class ApiClient:
             on_backoff=on_backoff,
         )
         def attempt() -> t.Any:
-            return self._attempt(url, what, params, headers, decode_as)
+            return self._attempt(url, what, params, headers, decode_as, form)
 
         try:
             return attempt()
@@ -242,7 +244,7 @@ class ApiClient:
     # -- one attempt ----------------------------------------------------------------------------
 
     def _attempt(
-        self, url: str, what: str, params: t.Any, headers: dict[str, str] | None, decode_as: type | None
+        self, url: str, what: str, params: t.Any, headers: dict[str, str] | None, decode_as: type | None, form: t.Any
     ) -> t.Any:
         refreshed = False
         while True:
@@ -250,8 +252,14 @@ class ApiClient:
             if self._auth is not None:
                 request_headers.update(self._auth())  # fresh on every attempt: refreshed tokens are used
             try:
-                response = self.session.get(
-                    url, params=params, headers=request_headers, timeout=self.timeout, stream=True
+                response = self.session.request(
+                    "POST" if form is not None else "GET",
+                    url,
+                    params=params,
+                    data=form,
+                    headers=request_headers,
+                    timeout=self.timeout,
+                    stream=True,
                 )
                 body = _read_body(response)
             except TRANSIENT_EXCEPTIONS as exc:

@@ -212,3 +212,13 @@ def test_talonic_rate_limit_reset_is_honoured_without_retry_after(apis):
     run = run_tap(apis.config(sources=("talonic",)), check=True)
     match = re.search(r"retry 1 of \d+ in ([\d.]+) s", run.stderr)
     assert match and 0.5 <= float(match.group(1)) <= 2.5, run.stderr[-1500:]
+
+
+def test_the_token_endpoint_is_retried_like_any_other_call(apis):
+    apis.cognite.add_predict_job(items=1)
+    apis.idp.fail(r"/oauth2/token", kind="status", status=503, times=2)
+    config = {**apis.config(cognite_auth="oauth", sources=("cognite",)), "max_retry_wait": 0.2}
+    config["cognite"]["pipeline_ids"] = []
+    run = run_tap(config, check=True)
+    assert len(run.records("entity_matching_jobs")) == 1
+    assert [r["status"] for r in apis.idp.request_log] == [503, 503, 200]
