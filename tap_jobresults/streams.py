@@ -145,6 +145,12 @@ class ResultStream(_JobResultsStream):
         if job is not None and job.payload is not None:
             yield from self.rows(job)
 
+    def _write_state_message(self) -> None:
+        # The SDK writes the whole tap state after every child sync (once per job and result
+        # stream). A result stream has no state of its own: the parent writes STATE once the job's
+        # records are all out, which is the only point where the bookmark moves.
+        self.state_manager.is_flushed = True
+
     def _write_schema_message(self) -> None:
         # The SDK re-sends SCHEMA on every child sync, i.e. once per job; once per run is enough.
         if not self._schema_sent:
