@@ -222,3 +222,12 @@ def test_the_token_endpoint_is_retried_like_any_other_call(apis):
     run = run_tap(config, check=True)
     assert len(run.records("entity_matching_jobs")) == 1
     assert [r["status"] for r in apis.idp.request_log] == [503, 503, 200]
+
+
+def test_a_listed_talonic_job_whose_results_404_keeps_its_job_record(apis):
+    failed = apis.talonic.add_job(status="failed", rows=0)
+    apis.talonic.fail(rf"/v1/jobs/{failed}/results", kind="status", status=404, times=None)
+    first = run_tap(apis.config(sources=("talonic",)), check=True)
+    [job] = first.records("extraction_jobs")
+    assert job["job_id"] == failed and job["error_code"] == "extraction_failed"
+    assert not first.records("extraction_rows")

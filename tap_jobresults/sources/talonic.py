@@ -12,9 +12,9 @@ import typing as t
 
 import msgspec
 
-from tap_jobresults.errors import MalformedPayload
+from tap_jobresults.errors import MalformedPayload, NotFoundError
 from tap_jobresults.lifecycle import Bookmark, FetchedJob, JobKey, JobRef
-from tap_jobresults.sources.base import JobSource, NewestFirstListing, require, timestamp
+from tap_jobresults.sources.base import JobSource, NewestFirstListing, logger, require, timestamp
 from tap_jobresults.streams import JobStream, ResultStream
 
 TERMINAL = frozenset({"complete", "completed", "failed", "cancelled", "canceled"})
@@ -67,7 +67,8 @@ class ExtractionJobs(JobSource):
                     break
             pagination = body.get("pagination") if isinstance(body.get("pagination"), dict) else {}
             next_cursor = pagination.get("next_cursor")
-            if not go_on or not pagination.get("has_more") or not next_cursor or next_cursor == cursor:
+            # A cursor means more, unless has_more says otherwise.
+            if not go_on or pagination.get("has_more") is False or not next_cursor or next_cursor == cursor:
                 return listing.result()
             cursor = next_cursor
 
@@ -102,9 +103,14 @@ class ExtractionJobs(JobSource):
             return FetchedJob(ref, finished=True, record=None)
         payload = None
         if want_results and status.lower() not in ("pending", "queued"):
-            results: ResultsBody = self.client.get_json(
-                f"/v1/jobs/{ref.key.id}/results", f"{what} results", decode_as=ResultsBody
-            )
+            try:
+                results: ResultsBody = self.client.get_json(
+                    f"/v1/jobs/{ref.key.id}/results", f"{what} results", decode_as=ResultsBody
+                )
+            except NotFoundError:
+                # The job was listed, so it exists: it has no results (yet, or ever, if it failed).
+                logger.info("%s has no results (404); its job record is synced without rows", what)
+                return FetchedJob(ref, finished=record["finished"], record=record)
             for index, raw in enumerate(results.data or []):  # check every row before the first is written
                 try:
                     _ROW.decode(raw)
