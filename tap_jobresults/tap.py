@@ -80,7 +80,8 @@ class TapJobResults(Tap):
             if isinstance(section, dict):
                 for key in ("token", "client_secret", "api_key"):
                     SECRETS.add(section.get(key))
-                for job in section.get("entity_matching_jobs") or []:
+                jobs = section.get("entity_matching_jobs")
+                for job in jobs if isinstance(jobs, list) else []:
                     if isinstance(job, dict):
                         SECRETS.add(job.get("job_token"))
 

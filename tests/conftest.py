@@ -14,8 +14,14 @@ import typing as t
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.fakeapi import FakeAPIs
+
+# CI replays the same examples every run (a red CI must be reproducible); locally they vary.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 TAP = shutil.which("tap-jobresults", path=str(Path(sys.executable).parent)) or "tap-jobresults"

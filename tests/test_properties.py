@@ -216,3 +216,37 @@ def test_any_clavata_job_payload_is_synced_or_named_as_malformed(body_server, pa
     client = ApiClient("clavata", body_server.url, max_retries=0)
     source = clavata.ClavataJobs(client, {}, None)
     _check(source, lambda job: clavata.ClavataReportsStream.rows(None, job), body_server, payload)  # type: ignore[arg-type]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.fixed_dictionaries(
+        {"status": st.just("Completed"), "jobId": st.just(1)},
+        optional={
+            "createdTime": st.integers(0, 2**42) | json_scalars,
+            "errors": st.lists(st.text(max_size=5), max_size=2) | json_values,
+            "matches": st.lists(json_values, max_size=3) | json_values,
+            "suggestedRules": st.lists(json_values, max_size=2) | json_values,
+            "generatedRules": st.lists(json_values, max_size=2) | json_values,
+        },
+    )
+)
+def test_any_pipeline_run_payload_is_synced_or_named_as_malformed(body_server, payload):
+    client = ApiClient("cognite", body_server.url, max_retries=0)
+    source = cognite.PipelineRuns(client, {"project": "p", "pipeline_ids": [7]}, None)
+    streams = (cognite.PipelineMatchesStream, cognite.SuggestedRulesStream, cognite.GeneratedRulesStream)
+
+    def rows(job: FetchedJob) -> t.Iterator[dict]:
+        for stream in streams:
+            yield from stream.rows(stream.__new__(stream), job)
+
+    body_server.body = json.dumps(payload).encode()
+    ref = JobRef(JobKey("", "1"), "job 1", summary=None)
+    try:
+        job = source.fetch("7", ref, True)
+    except TapJobResultsError as exc:
+        assert "job 1" in str(exc)
+        return
+    if job.payload is not None:
+        for row in rows(job):
+            json.dumps(row)

@@ -24,20 +24,6 @@ def _project_path(section: t.Mapping[str, t.Any]) -> str:
     return f"/api/v1/projects/{section['project']}"
 
 
-def _summary_fields(source: str, what: str, body: t.Any) -> dict:
-    """The fields a predict job and a run summary share, checked and converted."""
-    status = require(source, what, body, "status", str)
-    require(source, what, body, "jobId", int)
-    error = require(source, what, body, "errorMessage", str, optional=True)
-    return {
-        "status": status,
-        "created_time": timestamp(source, what, body.get("createdTime"), "createdTime"),
-        "start_time": timestamp(source, what, body.get("startTime"), "startTime"),
-        "status_time": timestamp(source, what, body.get("statusTime"), "statusTime"),
-        "error_message": error,
-    }
-
-
 def _objects(source: str, what: str, body: dict, field: str) -> list:
     """An optional array of objects (absent or null while a job is unfinished)."""
     items = require(source, what, body, field, list, optional=True) or []
@@ -184,6 +170,52 @@ class MatchResultsStream(ResultStream):
 # Pipeline runs
 
 
+class _PipelineMatch(msgspec.Struct):
+    matchType: str | None = None
+    score: float | None = None
+    source: dict | None = None
+    target: dict | None = None
+
+
+class _SuggestedRule(msgspec.Struct):
+    matches: list[dict] | None = None  # RuleMatch objects, kept as sent
+    inputPattern: str | None = None
+    predictPattern: str | None = None
+    numMatches: int | None = None
+    avgScore: float | None = None
+    matchIndex: list[int] | None = None
+
+
+class _GeneratedRule(msgspec.Struct):
+    matches: list[dict] | None = None
+    numConflicts: int | None = None
+    numOverlaps: int | None = None
+
+
+class RunBody(msgspec.Struct):
+    """GET .../pipelines/{id}/runs/{runId}: a RunSummary plus the results, whose arrays stay raw
+    JSON slices until emitted (a run over a large asset set can be large)."""
+
+    status: str
+    jobId: int
+    createdTime: int | None = None
+    startTime: int | None = None
+    statusTime: int | None = None
+    errorMessage: str | None = None
+    errors: list[str] | None = None
+    matches: list[msgspec.Raw] | None = None
+    suggestedRules: list[msgspec.Raw] | None = None
+    generatedRules: list[msgspec.Raw] | None = None
+
+
+_SUMMARY_FIELDS = ("status", "jobId", "createdTime", "startTime", "statusTime", "errorMessage")
+_RUN_ELEMENTS: dict[str, msgspec.json.Decoder] = {
+    "matches": msgspec.json.Decoder(_PipelineMatch),
+    "suggestedRules": msgspec.json.Decoder(_SuggestedRule),
+    "generatedRules": msgspec.json.Decoder(_GeneratedRule),
+}
+
+
 class PipelineRuns(JobSource):
     vendor = "cognite"
     terminal_statuses = TERMINAL
@@ -239,33 +271,47 @@ class PipelineRuns(JobSource):
 
     def fetch(self, partition: str, ref: JobRef, want_results: bool) -> FetchedJob:
         what = ref.label
-        if ref.summary is not None and not self.is_finished(ref.summary.get("status")):
-            body = ref.summary  # an unfinished run: the listing said all there is to say
-        else:
-            body = self.client.get_json(
-                f"{self._pipelines_path()}/{partition}/runs/{ref.key.id}", what, headers=PIPELINE_HEADERS
+        has_results = ref.summary is None or self.is_finished(ref.summary.get("status"))
+        if has_results:
+            body: RunBody = self.client.get_json(
+                f"{self._pipelines_path()}/{partition}/runs/{ref.key.id}",
+                what,
+                headers=PIPELINE_HEADERS,
+                decode_as=RunBody,
             )
+            for field, decoder in _RUN_ELEMENTS.items():  # check every element before the first is written
+                for index, raw in enumerate(getattr(body, field) or []):
+                    try:
+                        decoder.decode(raw)
+                    except msgspec.ValidationError as exc:
+                        raise MalformedPayload("cognite", what, f"{field}[{index}]: {exc}") from None
+        else:  # an unfinished run: the listing's summary says all there is to say
+            try:
+                summary = {key: ref.summary[key] for key in _SUMMARY_FIELDS if key in ref.summary}
+                body = msgspec.convert(summary, RunBody)
+            except msgspec.ValidationError as exc:
+                raise MalformedPayload("cognite", what, f"run summary: {exc}") from None
+        finished = self.is_finished(body.status)
+        counts = {
+            field: len(getattr(body, field) or []) if has_results and finished else None for field in _RUN_ELEMENTS
+        }
         record: dict[str, t.Any] = {
             "pipeline_id": int(partition),
-            "run_id": require("cognite", what, body, "jobId", int),
-            **_summary_fields("cognite", what, body),
+            "run_id": body.jobId,
+            "status": body.status,
+            "finished": finished,
+            "created_time": timestamp("cognite", what, body.createdTime, "createdTime"),
+            "start_time": timestamp("cognite", what, body.startTime, "startTime"),
+            "status_time": timestamp("cognite", what, body.statusTime, "statusTime"),
+            "error_message": body.errorMessage,
+            "errors": body.errors,
+            "match_count": counts["matches"],
+            "suggested_rule_count": counts["suggestedRules"],
+            "generated_rule_count": counts["generatedRules"],
         }
-        finished = self.is_finished(record["status"])
-        arrays = {
-            field: _objects("cognite", what, body, field) for field in ("matches", "suggestedRules", "generatedRules")
-        }
-        errors = require("cognite", what, body, "errors", list, optional=True)
-        has_results = body is not ref.summary
-        record.update(
-            finished=finished,
-            errors=errors,
-            match_count=len(arrays["matches"]) if has_results and finished else None,
-            suggested_rule_count=len(arrays["suggestedRules"]) if has_results and finished else None,
-            generated_rule_count=len(arrays["generatedRules"]) if has_results and finished else None,
-        )
         if self.is_before_start(record["created_time"]):
             return FetchedJob(ref, finished=True, record=None)
-        payload = body if finished and has_results and any(arrays.values()) else None
+        payload = body if has_results and finished and any(counts.values()) else None
         return FetchedJob(ref, finished=finished, record=record, payload=payload)
 
 
@@ -281,8 +327,8 @@ class _RunResultStream(ResultStream):
 
     def rows(self, job: FetchedJob) -> t.Iterable[dict]:
         keys = {"pipeline_id": job.fields["pipeline_id"], "run_id": job.fields["run_id"]}
-        for index, item in enumerate(job.payload.get(self.field) or []):
-            yield self.row(keys, index, item)
+        for index, raw in enumerate(getattr(job.payload, self.field) or []):
+            yield self.row(keys, index, _ANY.decode(raw))
 
     def row(self, keys: dict, index: int, item: dict) -> dict:
         raise NotImplementedError
