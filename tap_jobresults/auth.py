@@ -73,9 +73,11 @@ class ClientCredentials:
         body = self._post_form()
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
-            raise AuthError(
+            error = AuthError(
                 self.source, f"OAuth token request to {self._token_url}", message="no access_token in the response"
             )
+            error.source_wide = True
+            raise error
         SECRETS.add(token)
         try:
             lifetime = float(body.get("expires_in", 3600))

@@ -58,7 +58,11 @@ class ApiError(TapJobResultsError):
 
 
 class AuthError(ApiError):
-    """401/403: the credentials of a whole source are wrong; no point going on with it."""
+    """401/403. `source_wide`: the source's own credentials failed (token endpoint), so nothing
+    of that source can be fetched; otherwise only this request was refused (a wrong job token,
+    a data set without access) and the job is retried next run like any other failure."""
+
+    source_wide = False
 
     def describe(self) -> str:
         return "authentication failed: " + super().describe()

@@ -57,6 +57,9 @@ class SecretRegistry:
         if isinstance(value, str) and len(value) >= 4:
             with self._lock:
                 self._secrets.add(value)
+                self._secrets.add(repr(value)[1:-1])  # as it appears escaped inside other reprs
+                if value.strip() and value.strip() != value:
+                    self._secrets.add(value.strip())
 
     def scrub(self, text: str) -> str:
         for secret in sorted(self._secrets, key=len, reverse=True):
@@ -264,6 +267,8 @@ class ApiClient:
                 body = _read_body(response)
             except TRANSIENT_EXCEPTIONS as exc:
                 raise Retry(ApiError(self.source, what, message=_describe_network_error(exc), retryable=True)) from None
+            except requests.RequestException as exc:  # e.g. InvalidHeader: its text would quote the header value
+                raise ApiError(self.source, what, message=f"request could not be sent ({type(exc).__name__})") from None
             if response.status_code == 401 and self._refresh_auth is not None and not refreshed:
                 # An OAuth token may have been revoked or expired early: refresh once, then judge.
                 refreshed = self._refresh_auth()

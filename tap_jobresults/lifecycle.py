@@ -23,7 +23,7 @@ import typing as t
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
-from tap_jobresults.errors import AuthError, TapJobResultsError
+from tap_jobresults.errors import TapJobResultsError
 
 logger = logging.getLogger("tap-jobresults")
 
@@ -56,7 +56,7 @@ def iso(value: t.Any) -> str | None:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
         moment = moment.astimezone(timezone.utc)
-        if moment == EPOCH_ZERO:
+        if moment <= EPOCH_ZERO:  # protobuf's unset timestamp; Go's zero time (year 1) too
             return None
     else:
         raise ValueError(f"not a timestamp: {value!r}")
@@ -158,11 +158,13 @@ class Fetcher:
         if self.width == 1:
             for ref in refs:
                 try:
-                    yield ref, fetch(ref), None
-                except AuthError:
-                    raise
+                    fetched = fetch(ref)
                 except TapJobResultsError as exc:
+                    if getattr(exc, "source_wide", False):
+                        raise
                     yield ref, None, exc
+                else:
+                    yield ref, fetched, None
             return
         pool = ThreadPoolExecutor(self.width, thread_name_prefix="fetch")
         window: collections.deque[tuple[JobRef, Future]] = collections.deque()
@@ -174,12 +176,14 @@ class Fetcher:
                     break
             while window:
                 ref, future = window.popleft()
+                result: FetchedJob | None = None
+                error: TapJobResultsError | None = None
                 try:
-                    result, error = future.result(), None
-                except AuthError:
-                    raise
+                    result = future.result()
                 except TapJobResultsError as exc:
-                    result, error = None, exc
+                    if getattr(exc, "source_wide", False):  # the source's credentials: stop it
+                        raise
+                    error = exc
                 nxt = next(pending, None)
                 if nxt is not None:  # keep the window full while the caller writes this job
                     window.append((nxt, pool.submit(fetch, nxt)))

@@ -19,6 +19,7 @@ from tap_jobresults.lifecycle import iso
 DEFAULT_MAX_CONCURRENT_REQUESTS = 8
 
 SOURCES = ("cognite", "clavata", "talonic")
+SECRET_KEYS = frozenset({"token", "client_secret", "api_key", "job_token"})
 
 DEFAULT_BASE_URLS = {
     "cognite": "https://api.cognitedata.com",
@@ -204,6 +205,8 @@ def semantic_errors(config: t.Mapping[str, t.Any]) -> list[str]:
         if err := check_url(f"{name}.base_url", section.get("base_url", DEFAULT_BASE_URLS[name])):
             errors.append(err)
 
+    errors += _secret_format_errors(config)
+
     cdf = config.get("cognite")
     if isinstance(cdf, dict):
         oauth_keys = ("client_id", "client_secret", "token_url", "scopes")
@@ -229,4 +232,25 @@ def semantic_errors(config: t.Mapping[str, t.Any]) -> list[str]:
             if job_id in seen:
                 errors.append(f"cognite.entity_matching_jobs: job_id {job_id} is listed twice")
             seen.add(job_id)
+    return errors
+
+
+def _secret_format_errors(config: t.Mapping[str, t.Any]) -> list[str]:
+    """A pasted key with a newline or spaces would be refused by the HTTP layer later, in a
+    message quoting it; say which setting is wrong now, without its value."""
+    errors = []
+    for name in SOURCES:
+        section = config.get(name)
+        if not isinstance(section, Mapping):
+            continue
+        values = [(f"{name}.{key}", section.get(key)) for key in sorted(SECRET_KEYS)]
+        jobs = section.get("entity_matching_jobs")
+        for index, job in enumerate(jobs if isinstance(jobs, list) else []):
+            if isinstance(job, Mapping):
+                values.append((f"{name}.entity_matching_jobs[{index}].job_token", job.get("job_token")))
+        for setting, value in values:
+            if isinstance(value, str) and (value != value.strip() or any(ord(ch) < 32 for ch in value)):
+                errors.append(
+                    f"{setting}: contains spaces or control characters at its ends or inside (a copy-paste slip?)"
+                )
     return errors

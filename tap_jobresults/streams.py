@@ -26,6 +26,7 @@ if t.TYPE_CHECKING:
     from tap_jobresults.sources.base import JobSource
 
 SCHEMAS = Path(__file__).parent / "schemas"
+MAX_REFUSED_IN_A_ROW = 3
 logger = logging.getLogger("tap-jobresults")
 
 
@@ -72,19 +73,27 @@ class JobStream(_JobResultsStream):
             del partitions_state[stale]
         want_results = self._wants_results
         deferred: list[t.Callable[[], None]] = []
+        refused = 0  # consecutive 401/403 answers: one is a job's problem, several the source's
         for partition in partitions:
             bookmark = source.bookmark(partitions_state.setdefault(partition, {}))
             try:
                 refs = source.discover(partition, bookmark)
-            except AuthError as exc:
-                self.failures.add(str(exc))
-                return
             except TapJobResultsError as exc:
+                if getattr(exc, "source_wide", False):
+                    self.failures.add(str(exc))
+                    return
                 self.failures.add(f"{exc}; this partition is retried next run")
                 continue
             fetched = self.fetcher.map(functools.partial(_fetch, source, partition, want_results), refs)
             try:
                 for ref, job, error in fetched:
+                    refused = refused + 1 if isinstance(error, AuthError) else 0
+                    if refused >= MAX_REFUSED_IN_A_ROW:
+                        self.failures.add(
+                            f"{error}; {refused} requests in a row were refused: stopping stream {self.name} "
+                            "(are the credentials right?)"
+                        )
+                        return
                     if error is not None:
                         commit = self._on_fetch_error(bookmark, ref, error)
                     else:

@@ -31,7 +31,6 @@ SOURCE_STREAMS: dict[str, tuple[type[Stream], ...]] = {
     "clavata": clavata.STREAMS,
     "talonic": talonic.STREAMS,
 }
-EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what shells report for a terminated job
 
 
 class SingerWriter(MsgSpecWriter):
@@ -75,15 +74,20 @@ class TapJobResults(Tap):
         return errors
 
     def _register_secrets(self) -> None:
-        for name in settings.SOURCES:
-            section = self.config.get(name)
-            if isinstance(section, dict):
-                for key in ("token", "client_secret", "api_key"):
-                    SECRETS.add(section.get(key))
-                jobs = section.get("entity_matching_jobs")
-                for job in jobs if isinstance(jobs, list) else []:
-                    if isinstance(job, dict):
-                        SECRETS.add(job.get("job_token"))
+        """Every string under a secret key, whatever shape the config gives it: validation errors
+        quote the values they reject, and those messages are scrubbed with this registry."""
+
+        def walk(node: t.Any, secret: bool) -> None:
+            if isinstance(node, str) and secret:
+                SECRETS.add(node)
+            elif isinstance(node, t.Mapping):
+                for key, value in node.items():
+                    walk(value, secret or key in settings.SECRET_KEYS)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value, secret)
+
+        walk(self.config, False)
 
     # -- streams -------------------------------------------------------------------------------------
 
@@ -180,4 +184,4 @@ class TapJobResults(Tap):
                 signum,
             )
             logging.shutdown()
-            os._exit(EXIT_INTERRUPTED)  # worker threads may be mid-request; do not wait for them
+            os._exit(128 + signum)  # 143 SIGTERM, 130 SIGINT; worker threads may be mid-request: no waiting

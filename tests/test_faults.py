@@ -231,3 +231,31 @@ def test_a_listed_talonic_job_whose_results_404_keeps_its_job_record(apis):
     [job] = first.records("extraction_jobs")
     assert job["job_id"] == failed and job["error_code"] == "extraction_failed"
     assert not first.records("extraction_rows")
+
+
+def test_one_refused_job_does_not_stop_the_others(apis):
+    jobs = [apis.cognite.add_predict_job(items=1, job_token=f"job-token-{n}") for n in range(3)]
+    config = apis.config(cognite_auth="token", sources=("cognite",))
+    config["cognite"]["pipeline_ids"] = []
+    config["cognite"]["entity_matching_jobs"][0]["job_token"] = "stale-job-token"
+    run = run_tap(config)
+    assert run.returncode == 1
+    assert sorted(r["job_id"] for r in run.records("entity_matching_jobs")) == jobs[1:]
+    assert f"CDF predict job {jobs[0]}" in run.stderr and "403" in run.stderr
+    assert "stale-job-token" not in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"api_key": "tlnc_test_pasted-with-newline\n"},
+        {"api_key": ["tlnc_test_in-a-list-by-mistake"]},
+    ],
+)
+def test_a_malformed_secret_is_named_but_never_printed(apis, section):
+    config = {"talonic": {"base_url": apis.talonic.base_url, **section}}
+    run = run_tap(config)
+    assert run.returncode == 1
+    assert "talonic" in run.stderr and "api_key" in run.stderr
+    assert "pasted-with-newline" not in run.stderr and "in-a-list-by-mistake" not in run.stderr
+    assert "Traceback" not in run.stderr

@@ -249,3 +249,17 @@ def test_sigterm_exits_non_zero_with_a_clear_last_line(apis):
     assert proc.returncode == 143
     last = [line for line in err.decode().splitlines() if line.strip()][-1]
     assert "Interrupted" in last and "resume" in last
+
+
+def test_runs_listed_in_no_particular_order_are_never_skipped(apis):
+    cdf = apis.cognite
+    cdf.runs_order = "shuffled"
+    pid = cdf.add_pipeline()
+    for _ in range(150):
+        cdf.add_run(pid, matches=0, suggested_rules=0, generated_rules=0)
+    config = apis.config(cognite_auth="token", sources=("cognite",))
+    first = run_tap(config, check=True)
+    assert len(first.records("pipeline_runs")) == 150
+    later = [cdf.add_run(pid, matches=0, suggested_rules=0, generated_rules=0) for _ in range(5)]
+    second = run_tap(config, state=first.state, check=True)
+    assert sorted(r["run_id"] for r in second.records("pipeline_runs")) == sorted(later)

@@ -131,3 +131,38 @@ def test_fetcher_keeps_input_order_and_bounds_jobs_in_flight():
     assert [ref.key.id for ref, _, _ in out] == [str(i) for i in range(20)]
     assert isinstance(out[7][2], ApiError) and out[7][1] is None
     assert peak <= 4
+
+
+def test_top_match_ignores_matches_without_a_score():
+    import msgspec
+
+    from tap_jobresults.sources.cognite import MatchResultsStream
+
+    items = [
+        msgspec.Raw(b'{"source": {"n": 1}, "matches": [{"target": {"t": 1}}, {"score": null, "target": {"t": 2}}]}')
+    ]
+    job = FetchedJob(JobRef(JobKey("", "1"), "job 1"), finished=True, record={"job_id": 1}, payload=items)
+    [row] = MatchResultsStream.rows(None, job)  # type: ignore[arg-type]
+    assert row["match_count"] == 2 and row["top_score"] is None and row["top_target"] is None
+
+
+@pytest.mark.parametrize(
+    ("report", "outcome", "score"),
+    [
+        ({"reviewResult": {"outcome": "OUTCOME_TRUE", "score": 0.9}, "result": "OUTCOME_FALSE"}, "OUTCOME_TRUE", 0.9),
+        ({"reviewResult": {"score": 0.4}, "result": "OUTCOME_FALSE"}, "OUTCOME_FALSE", 0.4),  # outcome left out
+        ({"reviewResult": {}}, "OUTCOME_UNSPECIFIED", 0.0),  # proto3 zero values left out
+        ({"result": "OUTCOME_TRUE"}, "OUTCOME_TRUE", None),  # older report: no reviewResult at all
+    ],
+)
+def test_clavata_outcome_prefers_review_result_and_falls_back_to_result(report, outcome, score):
+    from tap_jobresults.sources.clavata import ClavataReportsStream
+
+    payload = {"results": [{"report": report, "created": "2025-01-01T00:00:00Z"}]}
+    job = FetchedJob(JobRef(JobKey("", "u"), "job u"), finished=True, record={"job_uuid": "u"}, payload=payload)
+    [row] = ClavataReportsStream.rows(None, job)  # type: ignore[arg-type]
+    assert (row["outcome"], row["score"]) == (outcome, score)
+
+
+def test_go_zero_time_is_unset():
+    assert iso("0001-01-01T00:00:00Z") is None

@@ -98,16 +98,24 @@ class NewestFirstListing:
     """Walks a paged job listing and decides when the rest of it cannot hold jobs we need.
 
     Needed: jobs past the high-water mark, and the pending jobs (whose listed summary saves a fetch
-    while they are still unfinished). No vendor documents the order of its listing. When every job
-    seen so far came newest first, the first job older than everything needed means the rest is
-    older still, so paging stops. If the order ever breaks, the listing is read to the end: slower,
-    never lossy. Pending jobs the listing did not show are fetched by ID.
+    while they are still unfinished). No vendor documents the order of its listing, so stopping
+    early is a bet on it: with `early_stop`, once the jobs seen came newest first, a page that ends
+    below everything needed ends the walk; any job out of creation order (a listing sorted by
+    status time, say) cancels the bet and the listing is read to the end. Without `early_stop` it
+    is always read to the end. Pending jobs the listing did not show are fetched by ID.
     """
 
     def __init__(
-        self, label: str, bookmark: Bookmark, start_date: str | None, make_label: t.Callable[[str], str]
+        self,
+        label: str,
+        bookmark: Bookmark,
+        start_date: str | None,
+        make_label: t.Callable[[str], str],
+        *,
+        early_stop: bool = True,
     ) -> None:
         self.label = label
+        self.early_stop = early_stop
         self.hwm = bookmark.hwm
         self.pending = dict(bookmark.pending)
         self.start_date = start_date
@@ -141,7 +149,7 @@ class NewestFirstListing:
         elif (self.hwm is None or key > self.hwm) and not (self.start_date and key.created < self.start_date):
             self.refs[key.id] = JobRef(key, self.make_label(key.id), summary=summary)
         floor = self.floor
-        return not (self.ordered and self.descending and floor is not None and key < floor)
+        return not (self.early_stop and self.ordered and self.descending and floor is not None and key < floor)
 
     def result(self) -> list[JobRef]:
         """Everything to process, in bookmark order; unseen pending jobs are fetched by ID."""

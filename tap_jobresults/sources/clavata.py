@@ -13,6 +13,14 @@ from tap_jobresults.sources.base import JobSource, NewestFirstListing, require, 
 from tap_jobresults.streams import JobStream, ResultStream
 
 TERMINAL = frozenset({"JOB_STATUS_COMPLETED", "JOB_STATUS_FAILED", "JOB_STATUS_CANCELED"})
+JOB_STATUSES = (
+    "JOB_STATUS_UNSPECIFIED",
+    "JOB_STATUS_PENDING",
+    "JOB_STATUS_RUNNING",
+    "JOB_STATUS_COMPLETED",
+    "JOB_STATUS_FAILED",
+    "JOB_STATUS_CANCELED",
+)  # index = proto enum number
 PAGE_SIZE = 500
 
 
@@ -64,6 +72,8 @@ class ClavataJobs(JobSource):
             job = require("clavata", what, body, "job", dict)
             has_results = True
         status = job.get("status") or "JOB_STATUS_UNSPECIFIED"  # proto3 omits the zero enum
+        if isinstance(status, int) and not isinstance(status, bool) and 0 <= status < len(JOB_STATUSES):
+            status = JOB_STATUSES[status]  # a gateway may send enum numbers
         if not isinstance(status, str):
             status = str(status)
         finished = self.is_finished(status)
@@ -109,12 +119,14 @@ class ClavataReportsStream(ResultStream):
         job_uuid = job.fields["job_uuid"]
         for index, result in enumerate(job.payload["results"]):
             report = result.get("report") or {}
-            review = report.get("reviewResult")
-            if isinstance(review, dict):
-                outcome = review.get("outcome") or "OUTCOME_UNSPECIFIED"
-                score = review.get("score", 0.0)
-            else:  # older reports: only the deprecated `result`
-                outcome, score = report.get("result"), None
+            review_result = report.get("reviewResult")
+            reviewed = isinstance(review_result, dict)
+            review: dict = review_result if isinstance(review_result, dict) else {}
+            # reviewResult.outcome, else the deprecated `result` (older reports, or an outcome that
+            # proto3 left out as the zero value); a reviewResult without score means a score of 0.
+            outcome = review.get("outcome") or report.get("result")
+            outcome = outcome or ("OUTCOME_UNSPECIFIED" if reviewed else None)
+            score = review.get("score", 0.0) if reviewed else None
             yield {
                 "job_uuid": job_uuid,
                 "result_index": index,

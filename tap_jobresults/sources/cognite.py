@@ -154,7 +154,8 @@ class MatchResultsStream(ResultStream):
         for index, raw in enumerate(job.payload):
             item = _ANY.decode(raw)
             matches = item.get("matches") or []
-            top = max(matches, key=lambda m: m.get("score") or 0.0) if matches else None
+            scored = [m for m in matches if isinstance(m.get("score"), (int, float))]
+            top = max(scored, key=lambda m: m["score"]) if scored else None
             yield {
                 "job_id": job_id,
                 "item_index": index,
@@ -248,7 +249,12 @@ class PipelineRuns(JobSource):
 
     def discover(self, partition: str, bookmark: Bookmark) -> list[JobRef]:
         what = f"listing runs of CDF pipeline {partition}"
-        listing = NewestFirstListing(what, bookmark, self.start_date, lambda job_id: self.label(partition, job_id))
+        # The order of the runs listing is documented nowhere, and runs could as well be sorted by
+        # status time: stopping early could skip a run for good, so the listing is read whole
+        # (summaries, 100 a page); only runs that are new or pending are fetched.
+        listing = NewestFirstListing(
+            what, bookmark, self.start_date, lambda job_id: self.label(partition, job_id), early_stop=False
+        )
         cursor = None
         while True:
             params: dict[str, t.Any] = {"limit": PAGE_LIMIT}
@@ -261,9 +267,9 @@ class PipelineRuns(JobSource):
             for summary in _objects("cognite", what, body, "items"):
                 run_id = require("cognite", what, summary, "jobId", int)
                 created = timestamp("cognite", what, summary.get("createdTime"), "createdTime") or ""
-                go_on = listing.offer(JobKey(created, str(run_id)), summary)
-                if not go_on:
-                    break
+                go_on = listing.offer(
+                    JobKey(created, str(run_id)), summary
+                )  # the whole page: a later job may prove the order wrong
             next_cursor = body.get("nextCursor")
             if not go_on or not next_cursor or next_cursor == cursor:
                 return listing.result()

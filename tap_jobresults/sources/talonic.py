@@ -62,9 +62,9 @@ class ExtractionJobs(JobSource):
             for job in require("talonic", what, body, "data", list, optional=True) or []:
                 job_id = require("talonic", what, job, "id", str)
                 created = timestamp("talonic", what, job.get("created_at"), "created_at") or ""
-                go_on = listing.offer(JobKey(created, job_id), job)
-                if not go_on:
-                    break
+                go_on = listing.offer(
+                    JobKey(created, job_id), job
+                )  # the whole page: a later job may prove the order wrong
             pagination = body.get("pagination") if isinstance(body.get("pagination"), dict) else {}
             next_cursor = pagination.get("next_cursor")
             # A cursor means more, unless has_more says otherwise.
@@ -117,6 +117,10 @@ class ExtractionJobs(JobSource):
                 except msgspec.ValidationError as exc:
                     raise MalformedPayload("talonic", f"{what} results", f"data[{index}]: {exc}") from None
             payload = results if results.data else None
+            if results.job_status is not None and not self.is_finished(results.job_status):
+                # Results flush phase by phase: a job listed as done whose grid is not final yet
+                # stays pending, so its rows are read again next run.
+                record["finished"] = False
         return FetchedJob(ref, finished=record["finished"], record=record, payload=payload)
 
 
