@@ -67,6 +67,13 @@ class ExtractionJobs(JobSource):
                 )  # the whole page: a later job may prove the order wrong
             pagination = body.get("pagination") if isinstance(body.get("pagination"), dict) else {}
             next_cursor = pagination.get("next_cursor")
+            total = body.get("total")
+            if not pagination and isinstance(total, int) and total > len(body.get("data") or []):
+                # The generic page-based envelope ({data, total, links}) has no cursor to follow:
+                # reading one page and moving the bookmark would lose the others.
+                raise MalformedPayload(
+                    "talonic", what, f"a page-based answer ({total} jobs, no cursor) where a cursor page was expected"
+                )
             # A cursor means more, unless has_more says otherwise.
             if not go_on or pagination.get("has_more") is False or not next_cursor or next_cursor == cursor:
                 return listing.result()
