@@ -69,9 +69,8 @@ class _Item(msgspec.Struct):
     matches: list[_Match] | None = None
 
 
-class PredictJobBody(msgspec.Struct):
-    """GET /context/entitymatching/jobs/{jobId}. `items` stay raw JSON slices until emitted, so a
-    100k-item job costs its body's bytes in memory, not several times that in Python objects."""
+class JobSummary(msgspec.Struct):
+    """The fields every contextualization job shares (a predict job, a pipeline run)."""
 
     status: str
     jobId: int
@@ -79,6 +78,22 @@ class PredictJobBody(msgspec.Struct):
     startTime: int | None = None
     statusTime: int | None = None
     errorMessage: str | None = None
+
+    def fields(self, what: str) -> dict[str, t.Any]:
+        """The job-level columns they share, times converted from ms epochs."""
+        return {
+            "status": self.status,
+            "created_time": timestamp("cognite", what, self.createdTime, "createdTime"),
+            "start_time": timestamp("cognite", what, self.startTime, "startTime"),
+            "status_time": timestamp("cognite", what, self.statusTime, "statusTime"),
+            "error_message": self.errorMessage,
+        }
+
+
+class PredictJobBody(JobSummary):
+    """GET /context/entitymatching/jobs/{jobId}. `items` stay raw JSON slices until emitted, so a
+    100k-item job costs its body's bytes in memory, not several times that in Python objects."""
+
     items: list[msgspec.Raw] | None = None
 
 
@@ -125,12 +140,8 @@ class PredictJobs(JobSource):
         finished = self.is_finished(body.status)
         record: dict[str, t.Any] = {
             "job_id": body.jobId,
-            "status": body.status,
+            **body.fields(what),
             "finished": finished,
-            "created_time": timestamp("cognite", what, body.createdTime, "createdTime"),
-            "start_time": timestamp("cognite", what, body.startTime, "startTime"),
-            "status_time": timestamp("cognite", what, body.statusTime, "statusTime"),
-            "error_message": body.errorMessage,
             "item_count": len(items) if finished else None,
         }
         if self.is_before_start(record["created_time"]):
@@ -193,23 +204,17 @@ class _GeneratedRule(msgspec.Struct):
     numOverlaps: int | None = None
 
 
-class RunBody(msgspec.Struct):
+class RunBody(JobSummary):
     """GET .../pipelines/{id}/runs/{runId}: a RunSummary plus the results, whose arrays stay raw
     JSON slices until emitted (a run over a large asset set can be large)."""
 
-    status: str
-    jobId: int
-    createdTime: int | None = None
-    startTime: int | None = None
-    statusTime: int | None = None
-    errorMessage: str | None = None
     errors: list[str] | None = None
     matches: list[msgspec.Raw] | None = None
     suggestedRules: list[msgspec.Raw] | None = None
     generatedRules: list[msgspec.Raw] | None = None
 
 
-_SUMMARY_FIELDS = ("status", "jobId", "createdTime", "startTime", "statusTime", "errorMessage")
+_SUMMARY_FIELDS = JobSummary.__struct_fields__
 _RUN_ELEMENTS: dict[str, msgspec.json.Decoder] = {
     "matches": msgspec.json.Decoder(_PipelineMatch),
     "suggestedRules": msgspec.json.Decoder(_SuggestedRule),
@@ -304,12 +309,8 @@ class PipelineRuns(JobSource):
         record: dict[str, t.Any] = {
             "pipeline_id": int(partition),
             "run_id": body.jobId,
-            "status": body.status,
+            **body.fields(what),
             "finished": finished,
-            "created_time": timestamp("cognite", what, body.createdTime, "createdTime"),
-            "start_time": timestamp("cognite", what, body.startTime, "startTime"),
-            "status_time": timestamp("cognite", what, body.statusTime, "statusTime"),
-            "error_message": body.errorMessage,
             "errors": body.errors,
             "match_count": counts["matches"],
             "suggested_rule_count": counts["suggestedRules"],
