@@ -4,7 +4,7 @@ VENV   ?= .venv
 LOADER_VENV ?= .venv-target-duckdb
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install bench lint lock clean
+.PHONY: demo demo-postgres test install bench lint lock clean
 
 $(BIN)/tap-jobresults: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ $(LOADER_VENV)/bin/target-duckdb:
 demo: install $(LOADER_VENV)/bin/target-duckdb
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/$(LOADER_VENV)/bin:$$PATH" $(BIN)/python scripts/demo.py
 
+.venv-target-postgres/bin/target-postgres:
+	$(PYTHON) -m venv .venv-target-postgres
+	.venv-target-postgres/bin/pip install --quiet 'meltanolabs-target-postgres==0.8.1'
+
+# The same demo into PostgreSQL (PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE; default 127.0.0.1:5432).
+demo-postgres: install .venv-target-postgres/bin/target-postgres
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.venv-target-postgres/bin:$$PATH" $(BIN)/python scripts/demo.py --loader postgres
+
 # Loaders and Meltano for the end-to-end tests, each in its own virtualenv (as Meltano does).
 .venv-meltano/bin/meltano:
 	$(PYTHON) -m venv .venv-meltano
@@ -32,7 +40,7 @@ demo: install $(LOADER_VENV)/bin/target-duckdb
 	$(PYTHON) -m venv .venv-target-snowflake
 	.venv-target-snowflake/bin/pip install --quiet 'meltanolabs-target-snowflake==0.19.2'
 
-test: install $(LOADER_VENV)/bin/target-duckdb .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake
+test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-postgres .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake
 	PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: install
@@ -47,4 +55,4 @@ lock:
 	$(BIN)/pip freeze --exclude-editable | grep -v '^tap-jobresults' > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(LOADER_VENV) .venv-meltano .venv-target-snowflake .meltano output .pytest_cache
+	rm -rf $(VENV) $(LOADER_VENV) .venv-target-postgres .venv-meltano .venv-target-snowflake .meltano output .pytest_cache

@@ -1,4 +1,4 @@
-"""The README's demo command: fake APIs -> tap -> target-duckdb, one line per stream."""
+"""The README's demo commands: fake APIs -> tap -> target-duckdb / target-postgres, one line per stream."""
 
 from __future__ import annotations
 
@@ -14,17 +14,24 @@ from tests.fakeapi import FakeAPIs
 from tests.fakeapi.__main__ import demo
 
 pytestmark = pytest.mark.slow
-LOADER = ROOT / ".venv-target-duckdb" / "bin"
+LOADER_VENVS = {"duckdb": ".venv-target-duckdb", "postgres": ".venv-target-postgres"}
 
 
-def test_demo_lands_every_record_of_all_ten_streams():
-    if not (LOADER / "target-duckdb").exists():
-        pytest.fail("run `make test` or `make demo`: they install target-duckdb into .venv-target-duckdb")
+@pytest.mark.parametrize("loader", sorted(LOADER_VENVS))
+def test_demo_lands_every_record_of_all_ten_streams(loader):
+    bin_dir = ROOT / LOADER_VENVS[loader] / "bin"
+    if not (bin_dir / f"target-{loader}").exists():
+        pytest.fail(f"run `make test`: it installs target-{loader} into {LOADER_VENVS[loader]}")
     with FakeAPIs() as apis:  # what the tap emits for the demo scenario
         emitted = run_tap(demo(apis), check=True).counts()
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{LOADER}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{bin_dir}:{os.environ['PATH']}"}
     proc = subprocess.run(
-        [sys.executable, "scripts/demo.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "scripts/demo.py", "--loader", loader],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     landed = {stream: int(n) for stream, n in re.findall(r"^(\w+)\s+(\d+) rows$", proc.stdout, re.M)}

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,6 +23,7 @@ psycopg = pytest.importorskip("psycopg")
 pytestmark = pytest.mark.slow
 MELTANO = shutil.which("meltano") or str(ROOT / ".venv-meltano" / "bin" / "meltano")
 PG_URL = os.environ.get("TAP_JOBRESULTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+PG = urlsplit(PG_URL)
 
 
 def _meltano(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -59,11 +61,12 @@ def schema() -> str:
 def _env(apis, schema: str) -> dict[str, str]:
     config = apis.config()
     env = {
-        "TARGET_POSTGRES_HOST": "127.0.0.1",
-        "TARGET_POSTGRES_PORT": "5432",
-        "TARGET_POSTGRES_USER": "postgres",
-        "TARGET_POSTGRES_PASSWORD": os.environ.get("PGPASSWORD", "unused-with-trust-auth"),
-        "TARGET_POSTGRES_DATABASE": PG_URL.rsplit("/", 1)[-1],
+        "TARGET_POSTGRES_HOST": PG.hostname or "127.0.0.1",
+        "TARGET_POSTGRES_PORT": str(PG.port or 5432),
+        "TARGET_POSTGRES_USER": PG.username or "postgres",
+        # target-postgres insists on a password; a trust-auth server ignores it.
+        "TARGET_POSTGRES_PASSWORD": PG.password or "unused-with-trust-auth",
+        "TARGET_POSTGRES_DATABASE": PG.path.lstrip("/") or "postgres",
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
     }
     for section, values in config.items():

@@ -65,7 +65,8 @@ def test_record_counts_match_what_the_apis_hold(full_run):
 def test_stdout_holds_only_singer_messages_and_logs_go_to_stderr(full_run):
     _, _, run = full_run
     assert all(line.startswith("{") for line in run.stdout.splitlines())
-    assert "Beginning" in run.stderr or "sync" in run.stderr.lower()
+    assert "Sync complete" not in run.stdout and "Beginning sync" not in run.stdout
+    assert "Sync complete" in run.stderr.splitlines()[-1]
 
 
 def test_timestamps_are_utc_iso_strings(full_run):
