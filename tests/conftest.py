@@ -37,6 +37,7 @@ CONTRACT_KEYS = {
     "clavata_reports": ["job_uuid", "result_index"],
     "extraction_jobs": ["job_id"],
     "extraction_rows": ["id"],
+    "sync_runs": ["run_id", "job_stream"],
 }
 RESULT_STREAMS = (
     "match_results",
@@ -59,7 +60,12 @@ class TapRun:
         return [m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream]
 
     def counts(self) -> dict[str, int]:
-        return dict(collections.Counter(m["stream"] for m in self.messages if m["type"] == "RECORD"))
+        """Records per data stream (the sync_runs heartbeat, one per job stream per run, aside)."""
+        return dict(
+            collections.Counter(
+                m["stream"] for m in self.messages if m["type"] == "RECORD" and m["stream"] != "sync_runs"
+            )
+        )
 
     def schemas(self) -> dict[str, dict]:
         return {m["stream"]: m for m in self.messages if m["type"] == "SCHEMA"}

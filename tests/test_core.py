@@ -22,5 +22,5 @@ populate(_APIS)
 TestTapJobResults = get_tap_test_class(
     tap_class=TapJobResults,
     config=_APIS.config(),
-    suite_config=SuiteConfig(ignore_no_records_for_streams=[]),
+    suite_config=SuiteConfig(ignore_no_records_for_streams=[], max_records_limit=None),
 )

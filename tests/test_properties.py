@@ -14,7 +14,7 @@ from singer_sdk.exceptions import ConfigValidationError
 
 from tap_jobresults.errors import TapJobResultsError
 from tap_jobresults.http import ApiClient
-from tap_jobresults.lifecycle import FetchedJob, JobKey, JobRef
+from tap_jobresults.lifecycle import FetchedJob, JobKey, JobRef, Policy
 from tap_jobresults.sources import clavata, cognite, talonic
 from tap_jobresults.tap import TapJobResults
 
@@ -102,6 +102,9 @@ class _Body:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
 
+POLICY = Policy(run_started="2026-01-01T00:00:00.000000Z")
+
+
 @pytest.fixture(scope="module")
 def body_server():
     server = _Body()
@@ -155,7 +158,7 @@ def _check(
 @given(_predict_payloads())
 def test_any_predict_job_payload_is_synced_or_named_as_malformed(body_server, payload):
     client = ApiClient("cognite", body_server.url, max_retries=0)
-    source = cognite.PredictJobs(client, {"project": "p", "entity_matching_jobs": [{"job_id": 1}]}, None)
+    source = cognite.PredictJobs(client, {"project": "p", "entity_matching_jobs": [{"job_id": 1}]}, POLICY)
     _check(source, lambda job: cognite.MatchResultsStream.rows(None, job), body_server, payload)  # type: ignore[arg-type]
 
 
@@ -186,7 +189,7 @@ def test_any_predict_job_payload_is_synced_or_named_as_malformed(body_server, pa
 )
 def test_any_talonic_results_payload_is_synced_or_named_as_malformed(body_server, payload):
     client = ApiClient("talonic", body_server.url, max_retries=0)
-    source = talonic.ExtractionJobs(client, {}, None)
+    source = talonic.ExtractionJobs(client, {}, POLICY)
 
     def fetch(partition: str, ref: JobRef, want: bool) -> FetchedJob:
         ref.summary = {"id": "j", "status": "completed", "created_at": "2025-01-01T00:00:00Z"}
@@ -220,7 +223,7 @@ def test_any_talonic_results_payload_is_synced_or_named_as_malformed(body_server
 )
 def test_any_clavata_job_payload_is_synced_or_named_as_malformed(body_server, payload):
     client = ApiClient("clavata", body_server.url, max_retries=0)
-    source = clavata.ClavataJobs(client, {}, None)
+    source = clavata.ClavataJobs(client, {}, POLICY)
     _check(source, lambda job: clavata.ClavataReportsStream.rows(None, job), body_server, payload)  # type: ignore[arg-type]
 
 
@@ -239,7 +242,7 @@ def test_any_clavata_job_payload_is_synced_or_named_as_malformed(body_server, pa
 )
 def test_any_pipeline_run_payload_is_synced_or_named_as_malformed(body_server, payload):
     client = ApiClient("cognite", body_server.url, max_retries=0)
-    source = cognite.PipelineRuns(client, {"project": "p", "pipeline_ids": [7]}, None)
+    source = cognite.PipelineRuns(client, {"project": "p", "pipeline_ids": [7]}, POLICY)
     streams = (cognite.PipelineMatchesStream, cognite.SuggestedRulesStream, cognite.GeneratedRulesStream)
 
     def rows(job: FetchedJob) -> t.Iterator[dict]:

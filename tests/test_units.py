@@ -9,8 +9,10 @@ import pytest
 
 from tap_jobresults.errors import ApiError
 from tap_jobresults.http import SecretRegistry, parse_reset, parse_retry_after
-from tap_jobresults.lifecycle import Bookmark, FetchedJob, Fetcher, JobKey, JobRef, iso
-from tap_jobresults.sources.base import NewestFirstListing
+from tap_jobresults.lifecycle import Bookmark, FetchedJob, Fetcher, JobKey, JobRef, Policy, iso
+from tap_jobresults.sources.base import Listing
+
+POLICY = Policy(run_started="2024-06-01T00:00:00.000000Z", lookback=86400)
 
 
 def test_iso_normalises_every_vendor_timestamp():
@@ -61,21 +63,53 @@ def test_api_error_names_source_job_status_code_and_request_id():
 
 def test_bookmark_advances_past_unfinished_jobs_by_remembering_them():
     state: dict = {}
-    bookmark = Bookmark(state)
+    bookmark = Bookmark(state, POLICY)
     bookmark.advance(JobKey("2024-01-01", "a"), done=True)
     bookmark.advance(JobKey("2024-01-02", "b"), done=False)
     bookmark.advance(JobKey("2024-01-03", "c"), done=True)
-    assert state == {"hwm": ["2024-01-03", "c"], "pending": {"b": "2024-01-02"}}
+    assert state["hwm"] == ["2024-01-03", "c"] and state["pending"] == {"b": "2024-01-02"}
+    assert state["seen"] == {"a": "2024-01-01", "c": "2024-01-03"}
     bookmark.advance(JobKey("2024-01-02", "b"), done=True)
-    assert state == {"hwm": ["2024-01-03", "c"], "pending": {}}
-    assert not bookmark.is_new(JobKey("2024-01-03", "c")) and bookmark.is_new(JobKey("2024-01-03", "d"))
+    assert state["pending"] == {} and "b" in state["seen"]
+    assert bookmark.synced(JobKey("2024-01-03", "c")) and not bookmark.synced(JobKey("2024-01-03", "d"))
+
+
+def test_bookmark_keeps_only_the_window_of_seen_jobs():
+    state: dict = {}
+    bookmark = Bookmark(state, Policy(run_started="2024-06-01T00:00:00.000000Z", lookback=600))
+    for minute in range(0, 60, 5):
+        bookmark.advance(JobKey(f"2024-01-01T00:{minute:02d}:00.000000Z", f"j{minute}"), done=True)
+    bookmark.close()
+    assert state["floor"] == ["2024-01-01T00:45:00.000000Z", ""]
+    assert sorted(state["seen"]) == ["j45", "j50", "j55"]  # at the window's start: still inside
+    # below the floor: synced; inside the window: synced only if seen
+    assert bookmark.synced(JobKey("2024-01-01T00:10:00.000000Z", "j10"))
+    assert not bookmark.synced(JobKey("2024-01-01T00:50:00.000000Z", "late"))
+
+
+def test_a_future_dated_job_never_moves_the_mark_past_the_run():
+    state: dict = {}
+    bookmark = Bookmark(state, Policy(run_started="2024-06-01T00:00:00.000000Z", lookback=600))
+    bookmark.advance(JobKey("2099-01-01T00:00:00.000000Z", "future"), done=True)
+    bookmark.close()
+    assert state["hwm"][0] == "2024-06-01T00:00:00.000000Z"
+    assert not bookmark.synced(JobKey("2024-07-01T00:00:00.000000Z", "later"))
+    assert bookmark.synced(JobKey("2099-01-01T00:00:00.000000Z", "future"))
+
+
+def test_a_version_1_bookmark_treats_its_mark_as_synced():
+    state = {"hwm": ["2024-01-05", "e"], "pending": {}}
+    bookmark = Bookmark(state, POLICY)
+    assert bookmark.synced(JobKey("2024-01-05", "e")) and bookmark.synced(JobKey("2024-01-04", "z"))
+    assert not bookmark.synced(JobKey("2024-01-06", "f"))
 
 
 def _listing(hwm=None, pending=None, start=None):
-    state = {"pending": dict(pending or {})}
+    state: dict = {"pending": dict(pending or {})}
     if hwm:
         state["hwm"] = list(hwm)
-    return NewestFirstListing("test", Bookmark(state), start, lambda job_id: f"job {job_id}")
+    policy = Policy(run_started="2024-06-01T00:00:00.000000Z", start_date=start)
+    return Listing("test", "test", Bookmark(state, policy), lambda job_id: f"job {job_id}")
 
 
 def test_newest_first_listing_stops_below_everything_needed():
@@ -158,7 +192,7 @@ def test_top_match_ignores_matches_without_a_score():
 def test_clavata_outcome_prefers_review_result_and_falls_back_to_result(report, outcome, score):
     from tap_jobresults.sources.clavata import ClavataReportsStream
 
-    payload = {"results": [{"report": report, "created": "2025-01-01T00:00:00Z"}]}
+    payload = [{"report": report, "created": "2025-01-01T00:00:00Z"}]
     job = FetchedJob(JobRef(JobKey("", "u"), "job u"), finished=True, record={"job_uuid": "u"}, payload=payload)
     [row] = ClavataReportsStream.rows(None, job)  # type: ignore[arg-type]
     assert (row["outcome"], row["score"]) == (outcome, score)
