@@ -86,7 +86,6 @@ class JobStream(_JobResultsStream):
         self.reporter = reporter
         self.current: FetchedJob | None = None
         self.result_streams = []
-        self.heartbeat: SyncRunsStream | None = None
         self._last_state = 0.0
 
     @property
@@ -115,7 +114,6 @@ class JobStream(_JobResultsStream):
         finally:
             self.current = None
             self.reporter.finish(run)
-            self._emit_heartbeat(run)
 
     def _sync_partition(
         self, source: JobSource, partition: str, bookmark: Bookmark, selected: list[ResultStream], run: SourceRun
@@ -254,10 +252,6 @@ class JobStream(_JobResultsStream):
             self._last_state = now
             sdk_hooks.write_state_now(self)
 
-    def _emit_heartbeat(self, run: SourceRun) -> None:
-        if self.heartbeat is not None and self.heartbeat.selected and run.reached_source:
-            sdk_hooks.write_records(self.heartbeat, [run.heartbeat()])
-
     def generate_child_contexts(self, record: Record, context: Context | None) -> t.Iterable[Context | None]:
         # Result records are written in _emit; only BATCH output uses the SDK's child syncs.
         job = self.current
@@ -286,13 +280,24 @@ class ResultStream(_JobResultsStream):
 
 
 class SyncRunsStream(_JobResultsStream):
-    """One record per job-level stream per run: a heartbeat for monitoring and `meltano config test`."""
+    """One record per job-level stream per run: a heartbeat for monitoring and `meltano config test`.
+
+    The SDK syncs streams in name order, so this one runs after every job stream and reports them.
+    A job stream whose source could not be reached at all (wrong credentials, no answer) has no
+    heartbeat: "the source answered" is what the heartbeat means.
+    """
 
     name = "sync_runs"
     primary_keys = ("run_id", "job_stream")
 
+    def __init__(self, tap: t.Any, reporter: Reporter) -> None:
+        super().__init__(tap)
+        self.reporter = reporter
+
     def get_records(self, context: Context | None) -> t.Iterable[Record]:
-        return iter(())  # written by each JobStream when it ends (see JobStream._emit_heartbeat)
+        for run in self.reporter.runs:
+            if run.reached_source:
+                yield run.heartbeat()
 
     def _write_state_message(self) -> None:
         sdk_hooks.mark_state_flushed(self)

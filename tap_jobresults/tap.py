@@ -156,7 +156,6 @@ class TapJobResults(Tap):
         width = int(self._number("max_concurrent_requests"))
         max_pages = int(self._number("max_listing_pages"))
         policy = self._policy()
-        heartbeat = SyncRunsStream(self)
         for vendor, stream_types in SOURCE_STREAMS.items():
             section = self.config.get(vendor)
             if not isinstance(section, dict):
@@ -167,7 +166,6 @@ class TapJobResults(Tap):
                 if issubclass(stream_type, JobStream):
                     source = stream_type.source_class(client, section, policy, max_pages)
                     parent = stream_type(self, source, self.failures, width, self.reporter)
-                    parent.heartbeat = heartbeat
                     parents[stream_type] = parent
                     streams.append(parent)
                 elif issubclass(stream_type, ResultStream):
@@ -175,7 +173,7 @@ class TapJobResults(Tap):
                     result_stream.parent = parents[t.cast("type", stream_type.parent_stream_type)]
                     result_stream.parent.result_streams.append(result_stream)
                     streams.append(result_stream)
-        streams.append(heartbeat)
+        streams.append(SyncRunsStream(self, self.reporter))
         return streams
 
     # -- state ---------------------------------------------------------------------------------------

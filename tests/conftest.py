@@ -39,6 +39,8 @@ CONTRACT_KEYS = {
     "extraction_rows": ["id"],
     "sync_runs": ["run_id", "job_stream"],
 }
+# The data streams (the sync_runs heartbeat differs from run to run by design).
+DATA_STREAMS = tuple(s for s in CONTRACT_KEYS if s != "sync_runs")
 RESULT_STREAMS = (
     "match_results",
     "pipeline_matches",

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from tests.conftest import CONTRACT_KEYS, populate, run_tap
+from tests.conftest import DATA_STREAMS, populate, run_tap
 
 
 def _records(run) -> dict[str, list]:
-    return {s: sorted(json.dumps(r, sort_keys=True) for r in run.records(s)) for s in CONTRACT_KEYS}
+    return {s: sorted(json.dumps(r, sort_keys=True) for r in run.records(s)) for s in DATA_STREAMS}
 
 
 def test_a_fifth_of_requests_failing_gives_the_same_records_as_a_clean_run(apis):

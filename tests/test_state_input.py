@@ -1,0 +1,117 @@
+"""The state the tap is given: checked whole before the first record, upgraded, never misread."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TAP, parse_messages, populate, run_tap, tap_env
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _run_with_state_text(config: dict, text: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.json").write_text(json.dumps(config))
+        (Path(tmp) / "state.json").write_text(text)
+        return subprocess.run(
+            [TAP, "--config", f"{tmp}/config.json", "--state", f"{tmp}/state.json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            env=tap_env(),
+        )
+
+
+def test_a_state_file_that_is_not_json_is_refused_before_any_record(apis):
+    apis.talonic.add_job(rows=2)
+    proc = _run_with_state_text(apis.config(sources=("talonic",)), '{"bookmarks": ')
+    assert proc.returncode == 1
+    assert "state file" in proc.stderr and "not JSON" in proc.stderr, proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("bookmark", "path"),
+    [
+        ({"hwm": 5, "pending": {}}, "bookmarks.extraction_jobs.job_bookmarks.all.hwm: expected [created, id]"),
+        ({"pending": ["a", "b"]}, "bookmarks.extraction_jobs.job_bookmarks.all.pending: expected an object"),
+        ("all of it", "bookmarks.extraction_jobs.job_bookmarks.all: expected an object"),
+        ({"seen": {"a": 1}}, "bookmarks.extraction_jobs.job_bookmarks.all.seen: expected an object of job ID"),
+    ],
+)
+def test_a_bookmark_of_the_wrong_shape_is_refused_by_its_path(apis, bookmark, path):
+    for _ in range(3):
+        apis.talonic.add_job(rows=2)
+    state = {"bookmarks": {"extraction_jobs": {"job_bookmarks": {"all": bookmark}}}}
+    run = run_tap(apis.config(sources=("talonic",)), state=state)
+    assert run.returncode == 1
+    assert path in run.stderr, run.stderr[-1500:]
+    assert "Traceback" not in run.stderr
+    assert run.messages == []
+
+
+def test_a_state_from_a_newer_release_is_refused(apis):
+    apis.talonic.add_job(rows=1)
+    run = run_tap(apis.config(sources=("talonic",)), state={"format_version": 99, "bookmarks": {}})
+    assert run.returncode == 1 and "newer tap-jobresults" in run.stderr
+    assert run.messages == []
+
+
+def test_the_state_meltano_state_get_prints_is_accepted(apis):
+    populate(apis)
+    config = apis.config()
+    first = run_tap(config, check=True)
+    plain = run_tap(config, state=first.state, check=True)
+    wrapped = run_tap(config, state={"singer_state": first.state}, check=True)
+    assert wrapped.counts() == plain.counts()
+    assert sum(wrapped.counts().values()) < sum(first.counts().values())
+
+
+def test_state_written_by_the_previous_release_is_read_without_resyncing(apis):
+    """Format 1 (release 0.1.0: {hwm, pending} per partition, no format_version) keeps its meaning:
+    everything at or below the mark was synced. tests/fixtures/state_v1.json shows the format."""
+    fixture = json.loads((FIXTURES / "state_v1.json").read_text())
+    assert "format_version" not in fixture
+    assert run_tap(apis.config(sources=("talonic",)), state=fixture).returncode == 0  # a well-formed v1 state
+
+    populate(apis, unfinished=True)
+    config = apis.config()
+    first = run_tap(config, check=True)
+    old = json.loads(json.dumps(first.state))
+    old.pop("format_version")
+    for stream in ("clavata_jobs", "extraction_jobs", "pipeline_runs"):
+        for bookmark in old["bookmarks"][stream]["job_bookmarks"].values():
+            for key in ("seen", "floor", "results"):
+                bookmark.pop(key, None)
+    for bookmark in old["bookmarks"]["entity_matching_jobs"]["job_bookmarks"].values():
+        bookmark.pop("results", None)
+    from_old = run_tap(config, state=old, check=True)
+    from_new = run_tap(config, state=first.state, check=True)
+    assert from_old.counts() == from_new.counts()
+    assert from_old.state["format_version"] == 2
+
+
+def test_test_mode_writes_no_state(apis):
+    populate(apis)
+    run = run_tap(apis.config(), args=["--test"])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [m for m in run.messages if m["type"] == "RECORD"]
+    assert not [m for m in run.messages if m["type"] == "STATE"]
+
+
+def test_a_state_after_test_mode_loses_nothing(apis):
+    """The bug this guards against: `--test` bookmarked a job after one of its results."""
+    populate(apis, unfinished=False)
+    config = apis.config()
+    probe = run_tap(config, args=["--test"])
+    states = [m["value"] for m in parse_messages(probe.stdout) if m["type"] == "STATE"]
+    full = run_tap(config, state=states[-1] if states else None, check=True)
+    reference = run_tap(config, check=True)
+    assert full.counts() == reference.counts()
