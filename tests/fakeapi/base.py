@@ -200,8 +200,8 @@ class VendorServer:
             fault = None
         if fault and fault.kind == "status":
             status, body, extra = self.error(fault.status, _code_for(fault.status), "injected fault")
-            if fault.body is not None:
-                body = fault.body
+            if fault.body is not None:  # a body, or a function of the query giving one
+                body = fault.body(query) if callable(fault.body) else fault.body
             self._send(handler, entry, status, body, {**extra, **(fault.headers or {})})
             return
         if fault and fault.kind == "html":

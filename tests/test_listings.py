@@ -1,0 +1,176 @@
+"""Listings and bodies that do not hold what they promise: loops, endless pages, envelopes, odd IDs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import pytest
+
+from tests.conftest import run_tap
+
+
+def _talonic_job(job_id: str, **fields) -> dict:
+    return {"id": job_id, "status": "completed", "created_at": "2025-05-01T00:00:00Z", **fields}
+
+
+def test_a_listing_whose_cursors_loop_ends_with_an_error_and_bookmarks_nothing(apis):
+    apis.clavata.add_job(results=1)
+    cursors = itertools.cycle(["A", "B"])
+    apis.talonic.fail(
+        r"^/v1/jobs$",
+        kind="status",
+        status=200,
+        times=None,
+        body=lambda query: {
+            "data": [_talonic_job("11111111-1111-1111-1111-111111111111")],
+            "pagination": {"has_more": True, "next_cursor": next(cursors)},
+        },
+    )
+    started = time.monotonic()
+    run = run_tap(apis.config(sources=("talonic", "clavata")), timeout=120)
+    assert time.monotonic() - started < 60
+    assert run.returncode == 1
+    assert "listing Talonic jobs" in run.stderr and "loops" in run.stderr, run.stderr[-1500:]
+    assert "extraction_jobs" not in run.state["bookmarks"] or not run.state["bookmarks"]["extraction_jobs"].get(
+        "job_bookmarks", {}
+    ).get("all", {}).get("hwm")
+    assert len(run.records("clavata_jobs")) == 1  # the other source is synced
+    assert len([r for r in apis.talonic.request_log if r["path"] == "/v1/jobs"]) <= 4
+
+
+def test_a_listing_that_never_ends_stops_at_max_listing_pages(apis):
+    counter = itertools.count()
+    apis.talonic.fail(
+        r"^/v1/jobs$",
+        kind="status",
+        status=200,
+        times=None,
+        body=lambda query: {
+            "data": [],
+            "pagination": {"has_more": True, "next_cursor": f"c{next(counter)}"},
+        },
+    )
+    run = run_tap({**apis.config(sources=("talonic",)), "max_listing_pages": 40}, timeout=120)
+    assert run.returncode == 1
+    assert "max_listing_pages" in run.stderr and "40 pages" in run.stderr, run.stderr[-1500:]
+    assert len([r for r in apis.talonic.request_log if r["path"] == "/v1/jobs"]) == 40
+
+
+def test_cdf_run_listing_cursors_that_loop_are_an_error(apis):
+    pid = apis.cognite.add_pipeline()
+    apis.cognite.add_run(pid)
+    apis.cognite.fail(
+        rf"/pipelines/{pid}/runs$",
+        kind="status",
+        status=200,
+        times=None,
+        body={"items": [], "nextCursor": "same"},
+    )
+    config = apis.config(sources=("cognite",))
+    config["cognite"]["pipeline_ids"] = [pid]
+    run = run_tap(config, timeout=120)
+    assert run.returncode == 1 and "loops" in run.stderr and f"CDF pipeline {pid}" in run.stderr
+
+
+def test_has_more_without_a_cursor_is_not_the_end_of_a_listing(apis):
+    apis.talonic.fail(
+        r"^/v1/jobs$",
+        kind="status",
+        status=200,
+        times=None,
+        body={"data": [_talonic_job("22222222-2222-2222-2222-222222222222")], "pagination": {"has_more": True}},
+    )
+    run = run_tap(apis.config(sources=("talonic",)))
+    assert run.returncode == 1 and "has_more is true but there is no next_cursor" in run.stderr
+    assert not run.records("extraction_jobs")
+
+
+def test_an_error_envelope_with_status_200_is_not_an_empty_listing(apis):
+    apis.talonic.add_job(rows=1)
+    apis.talonic.fail(
+        r"^/v1/jobs$",
+        kind="status",
+        status=200,
+        times=1,
+        body={"statusCode": 503, "code": "SERVICE_UNAVAILABLE", "message": "try later", "retryable": True},
+    )
+    run = run_tap(apis.config(sources=("talonic",)))
+    assert run.returncode == 1 and "error envelope" in run.stderr
+    again = run_tap(apis.config(sources=("talonic",)), state=run.state, check=True)
+    assert len(again.records("extraction_rows")) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"job_id": "x", "job_status": "complete", "data": None},
+        {"statusCode": 500, "code": "INTERNAL", "message": "grid unavailable"},
+    ],
+    ids=["empty-object", "data-null", "error-envelope"],
+)
+def test_results_that_do_not_hold_the_promised_rows_fail_the_job_and_keep_it_pending(apis, body):
+    good = apis.talonic.add_job(rows=2)
+    bad = apis.talonic.add_job(rows=3)
+    apis.talonic.fail(rf"/v1/jobs/{bad}/results$", kind="status", status=200, times=1, body=body)
+    config = apis.config(sources=("talonic",))
+    first = run_tap(config)
+    assert first.returncode == 1
+    assert f"Talonic job {bad}" in first.stderr, first.stderr[-1500:]
+    assert {r["job_id"] for r in first.records("extraction_rows")} == {good}
+    second = run_tap(config, state=first.state, check=True)
+    assert {r["job_id"] for r in second.records("extraction_rows")} == {bad}
+    assert len(second.records("extraction_rows")) == 3
+
+
+def test_job_ids_from_a_listing_are_one_path_segment(apis):
+    odd = "../../other?x=1#frag"
+    apis.talonic.fail(
+        r"^/v1/jobs$",
+        kind="status",
+        status=200,
+        times=None,
+        body={"data": [_talonic_job(odd)], "pagination": {"has_more": False}},
+    )
+    run = run_tap(apis.config(sources=("talonic",)))
+    paths = [r["path"] for r in apis.talonic.request_log if r["path"] != "/v1/jobs"]
+    assert paths == ["/v1/jobs/..%2F..%2Fother%3Fx%3D1%23frag/results"], paths
+    assert all(not r["query"] for r in apis.talonic.request_log if r["path"] != "/v1/jobs")
+    # The fake answers 400 (not a UUID): the job fails alone, named, and stays pending.
+    assert run.returncode == 1 and f"Talonic job {odd}" in run.stderr
+    assert odd in run.state["bookmarks"]["extraction_jobs"]["job_bookmarks"]["all"]["pending"]
+
+
+def test_a_listed_field_of_the_wrong_type_goes_to_extra_fields(apis):
+    job = "33333333-3333-3333-3333-333333333333"
+    apis.talonic.fail(
+        r"^/v1/jobs$",
+        kind="status",
+        status=200,
+        times=None,
+        body={
+            "data": [_talonic_job(job, status="processing", document_count="many", progress="half", name=7)],
+            "pagination": {"has_more": False},
+        },
+    )
+    run = run_tap(apis.config(sources=("talonic",)), check=True)
+    [record] = run.records("extraction_jobs")
+    assert record["document_count"] is None and record["progress"] is None
+    assert record["extra_fields"] == {"document_count": "many", "progress": "half"}
+    assert record["name"] == "7"  # lossless: a number where a string belongs
+
+
+def test_state_output_stays_linear_with_thousands_of_pending_jobs_the_server_forgot(apis):
+    pending = {f"{n:08d}-0000-0000-0000-000000000000": "2025-01-01T00:00:00.000000Z" for n in range(5000)}
+    state = {"bookmarks": {"extraction_jobs": {"job_bookmarks": {"all": {"pending": pending}}}}}
+    started = time.monotonic()
+    run = run_tap({**apis.config(sources=("talonic",)), "max_concurrent_requests": 16}, state=state, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert time.monotonic() - started < 240
+    state_bytes = sum(len(json.dumps(m["value"])) for m in run.messages if m["type"] == "STATE")
+    initial = len(json.dumps(state))
+    # Quadratic (one whole STATE per forgotten job) would be about 2,500 x the initial size.
+    assert state_bytes < 60 * initial, (state_bytes, initial)
+    assert run.state["bookmarks"]["extraction_jobs"]["job_bookmarks"]["all"]["pending"] == {}
