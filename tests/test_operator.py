@@ -1,0 +1,84 @@
+"""What an operator lives with: stream selection changing over time, a heartbeat, a readable log."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import RESULT_STREAMS, populate, run_tap
+
+JOB_STREAMS = ("entity_matching_jobs", "pipeline_runs", "clavata_jobs", "extraction_jobs")
+
+
+def _catalog(config: dict, selected: set[str]) -> dict:
+    catalog = json.loads(run_tap(config, args=["--discover"]).stdout)
+    for entry in catalog["streams"]:
+        for metadata in entry["metadata"]:
+            if metadata["breadcrumb"] == []:
+                metadata["metadata"]["selected"] = entry["tap_stream_id"] in selected
+    return catalog
+
+
+def test_a_result_stream_selected_later_is_backfilled_from_the_jobs_already_synced(apis):
+    populate(apis)
+    config = apis.config()
+    jobs_only = _catalog(config, set(JOB_STREAMS))
+    first = run_tap(config, catalog=jobs_only, check=True)
+    assert not any(first.records(s) for s in RESULT_STREAMS)
+
+    everything = _catalog(config, set(JOB_STREAMS) | set(RESULT_STREAMS) | {"sync_runs"})
+    for vendor in (apis.cognite, apis.clavata, apis.talonic):
+        vendor.reset_counters()
+    second = run_tap(config, catalog=everything, state=first.state, check=True)
+    reference = run_tap(config, catalog=everything, check=True)
+    for stream in RESULT_STREAMS:
+        assert set(second.keys(stream)) == set(reference.keys(stream)), stream
+    # The job records already synced are not emitted again: only the unfinished ones are.
+    for stream in JOB_STREAMS:
+        assert all(not r["finished"] for r in second.records(stream)), stream
+    assert "newly selected" in second.stderr
+
+    third = run_tap(config, catalog=everything, state=second.state, check=True)
+    assert not any(r for s in RESULT_STREAMS for r in third.records(s) if s != "extraction_rows")
+
+
+def test_the_heartbeat_says_a_quiet_account_was_reached(apis):
+    run = run_tap(apis.config(sources=("talonic", "clavata")), check=True)
+    beats = run.records("sync_runs")
+    assert {b["job_stream"] for b in beats} == {"extraction_jobs", "clavata_jobs"}
+    assert all(b["status"] == "ok" and b["jobs_listed"] == 0 and b["records"] == 0 for b in beats)
+    assert len({b["run_id"] for b in beats}) == 1
+
+
+def test_no_heartbeat_for_a_source_that_refused_the_credentials(apis):
+    config = apis.config(sources=("talonic",))
+    config["talonic"]["api_key"] = "tlnc_live_wrong-key-0000"
+    run = run_tap(config)
+    assert run.returncode == 1
+    assert run.records("sync_runs") == []
+    assert "authentication failed" in run.stderr
+
+
+def test_the_heartbeat_counts_what_happened(apis):
+    apis.clavata.add_job(results=2)
+    apis.clavata.add_job(status="JOB_STATUS_RUNNING", results=1)
+    bad = apis.clavata.add_job(results=1)
+    apis.clavata.fail(rf"/v1/jobs/{bad}$", kind="status", status=500, times=None)
+    run = run_tap({**apis.config(sources=("clavata",)), "max_retries": 0})
+    [beat] = run.records("sync_runs")
+    assert (beat["jobs_listed"], beat["jobs_synced"], beat["jobs_pending"], beat["jobs_failed"]) == (3, 1, 1, 1)
+    assert beat["status"] == "partial" and beat["records"] == 2 + 2
+
+
+def test_a_large_sync_logs_progress_and_a_summary_not_a_line_per_job(apis):
+    for _ in range(400):
+        apis.clavata.add_job(results=1)
+    apis.clavata.latency = 0.2  # about 11 s at 8 requests in flight: long enough for progress lines
+    run = run_tap(apis.config(sources=("clavata",)), check=True)
+    lines = run.stderr.strip().splitlines()
+    assert len(run.records("clavata_reports")) == 400
+    assert len(lines) < 60, "\n".join(lines[:80])
+    assert any("clavata: " in line and "/400 jobs" in line and "jobs/s" in line for line in lines), run.stderr
+    assert "Sync summary:" in run.stderr
+    assert not any("Beginning sync of 'clavata_reports'" in line for line in lines)
+    assert sum("METRIC" in line and '"clavata_reports"' in line for line in lines) <= 2
+    assert "full_table" not in run.stderr
