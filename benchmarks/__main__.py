@@ -1,6 +1,8 @@
 """Throughput and memory of the tap against a floor measured in the same run.
 
-    python -m benchmarks            (or: make bench)
+    python -m benchmarks            (or: make bench): large jobs, then many small jobs
+    python -m benchmarks large      only the large jobs
+    python -m benchmarks small      only the many small jobs
 
 The fake APIs serve one CDF predict job of 100,000 items and one Talonic job of 50,000 rows. The
 tap syncs them with stdout to /dev/null. The floor is the least a tap could do: plain `requests`,
@@ -58,6 +60,43 @@ print(largest)
 """
 
 
+SMALL_FLOOR = r"""
+import json, sys, datetime, requests
+from concurrent.futures import ThreadPoolExecutor
+from requests.adapters import HTTPAdapter
+config = json.load(open(sys.argv[1]))
+c = config["clavata"]
+out = open("/dev/null", "w")
+now = lambda: datetime.datetime.now(datetime.timezone.utc).isoformat()
+s = requests.Session()
+s.mount("http://", HTTPAdapter(pool_maxsize=10))
+s.headers["Authorization"] = "Bearer " + c["api_key"]
+ids, token = [], None
+while True:
+    params = {"pageSize": 500, **({"pageToken": token} if token else {})}
+    body = json.loads(s.get(c["base_url"] + "/v1/jobs", params=params).content)
+    ids += [j["jobUuid"] for j in body.get("jobs") or []]
+    token = body.get("nextPageToken")
+    if not token:
+        break
+get = lambda i: json.loads(s.get(f"{c['base_url']}/v1/jobs/{i}").content)["job"]
+with ThreadPoolExecutor(8) as pool:
+    for job in pool.map(get, ids):
+        results = job.get("results") or []
+        for i, res in enumerate(results):
+            rep = res.get("report") or {}
+            rec = {"job_uuid": job["jobUuid"], "result_index": i, "content_hash": rep.get("contentHash"),
+                   "policy_id": rep.get("policyId"), "outcome": (rep.get("reviewResult") or {}).get("outcome"),
+                   "score": (rep.get("reviewResult") or {}).get("score"), "created": res.get("created"),
+                   "section_evaluation_reports": rep.get("sectionEvaluationReports")}
+            out.write(json.dumps({"type": "RECORD", "stream": "clavata_reports", "record": rec, "time_extracted": now()}) + "\n")
+        rec = {k: job.get(k) for k in ("jobUuid", "status", "customerId", "policyId", "created", "completed")}
+        rec["result_count"] = len(results)
+        out.write(json.dumps({"type": "RECORD", "stream": "clavata_jobs", "record": rec, "time_extracted": now()}) + "\n")
+print(len(ids))
+"""
+
+
 def _run(argv: list[str]) -> tuple[float, int, str]:
     """Wall seconds, peak RSS in bytes, stdout of one subprocess."""
     started = time.perf_counter()
@@ -70,38 +109,42 @@ def _run(argv: list[str]) -> tuple[float, int, str]:
     return elapsed, usage.ru_maxrss * 1024, out.decode()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each side; medians are reported")
-    args = parser.parse_args()
+def _serve(tmp: str, scenario: str) -> tuple[subprocess.Popen, Path]:
+    config_path = Path(tmp) / f"config-{scenario}.json"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakeapi", "serve", "--scenario", scenario, "--config-out", str(config_path)],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not config_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    json.loads(config_path.read_text())
+    return server, config_path
 
+
+def _compare(tmp: str, config_path: Path, floor: str, repeat: int) -> tuple[list, list, str]:
+    """Interleaved runs of the floor script and the tap (stdout to /dev/null): (tap, floor, floor's output)."""
+    floor_script = Path(tmp) / "floor.py"
+    floor_script.write_text(floor)
+    tap_sh = Path(tmp) / "tap.sh"
+    tap_sh.write_text(f'exec "{TAP}" --config "{config_path}" > /dev/null\n')
+    _run([sys.executable, str(floor_script), str(config_path)])  # warm the server's caches
+    tap_runs, floor_runs, out = [], [], ""
+    for _ in range(repeat):
+        seconds, rss, out = _run([sys.executable, str(floor_script), str(config_path)])
+        floor_runs.append((seconds, rss))
+        seconds, rss, _ = _run(["bash", str(tap_sh)])
+        tap_runs.append((seconds, rss))
+    return tap_runs, floor_runs, out
+
+
+def large(repeat: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        config_path = Path(tmp) / "config.json"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakeapi", "serve", "--scenario", "bench", "--config-out", str(config_path)],
-            cwd=ROOT,
-            stderr=subprocess.DEVNULL,
-        )
+        server, config_path = _serve(tmp, "bench")
         try:
-            deadline = time.monotonic() + 120
-            while not config_path.exists() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            json.loads(config_path.read_text())
-            floor_script = Path(tmp) / "floor.py"
-            floor_script.write_text(FLOOR)
-            tap_out = Path(tmp) / "tap.sh"
-            tap_out.write_text(f'exec "{TAP}" --config "{config_path}" > /dev/null\n')
-
-            # Warm the server's caches once (it serialises each job on first request).
-            _run([sys.executable, str(floor_script), str(config_path)])
-            tap_runs, floor_runs = [], []
-            largest = 0
-            for _ in range(args.repeat):
-                seconds, rss, out = _run([sys.executable, str(floor_script), str(config_path)])
-                floor_runs.append((seconds, rss))
-                largest = int(out.strip() or 0)
-                seconds, rss, _ = _run(["bash", str(tap_out)])
-                tap_runs.append((seconds, rss))
+            tap_runs, floor_runs, out = _compare(tmp, config_path, FLOOR, repeat)
+            largest = int(out.strip() or 0)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -112,7 +155,7 @@ def main() -> int:
     tap_rss = max(r for _, r in tap_runs)
     floor_rss = max(r for _, r in floor_runs)
     mib = 1024 * 1024
-    print(f"records per run           {records:,} (+ 2 job records for the tap)")
+    print("== large jobs: one CDF predict job of 100,000 items, one Talonic job of 50,000 rows")
     print(
         f"floor (requests+json)     {records / floor_s:>10,.0f} rec/s   {floor_s:6.2f} s   peak RSS {floor_rss / mib:6.0f} MiB"
     )
@@ -122,7 +165,36 @@ def main() -> int:
     print(f"ratio tap/floor           {floor_s / tap_s:>10.2f}x  (target >= 0.8)")
     print(f"largest response body     {largest / mib:>10.1f} MiB")
     print(f"tap peak RSS / largest    {tap_rss / largest:>10.2f}x  (target <= 3)")
-    print(f"runs: {args.repeat} of each, medians; tap times include interpreter start-up")
+    print(f"runs: {repeat} of each, medians; tap times include interpreter start-up")
+
+
+def small(repeat: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        server, config_path = _serve(tmp, "small")
+        try:
+            tap_runs, floor_runs, out = _compare(tmp, config_path, SMALL_FLOOR, repeat)
+            jobs = int(out.strip() or 0)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    tap_s = statistics.median(s for s, _ in tap_runs)
+    floor_s = statistics.median(s for s, _ in floor_runs)
+    print(f"== many small jobs: {jobs:,} finished Clavata jobs of 1-3 reports, 8 requests in flight")
+    print(f"hand-written script       {jobs / floor_s:>10,.0f} jobs/s  {floor_s:6.2f} s  (requests + json, 8 threads)")
+    print(f"tap-jobresults            {jobs / tap_s:>10,.0f} jobs/s  {tap_s:6.2f} s")
+    print(f"ratio tap/script          {floor_s / tap_s:>10.2f}x  (target >= 0.9)")
+    print(f"runs: {repeat} of each, medians; both times include interpreter start-up")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", nargs="?", choices=["all", "large", "small"], default="all")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each side; medians are reported")
+    args = parser.parse_args()
+    if args.scenario in ("all", "large"):
+        large(args.repeat)
+    if args.scenario in ("all", "small"):
+        small(args.repeat)
     return 0
 
 

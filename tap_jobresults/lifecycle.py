@@ -321,13 +321,15 @@ class Fetcher:
             for ref in refs:
                 yield (ref, *guarded(ref))
             return
+        # `width` requests in flight; up to as many finished jobs more wait for the writer, so the
+        # fetches go on while it writes a job out (memory: at most 2 x width jobs held).
         pool = ThreadPoolExecutor(self.width, thread_name_prefix="fetch")
         window: collections.deque[tuple[JobRef, Future]] = collections.deque()
         todo = iter(refs)
         try:
             for ref in todo:
                 window.append((ref, pool.submit(guarded, ref)))
-                if len(window) >= self.width:
+                if len(window) >= 2 * self.width:
                     break
             while window:
                 ref, future = window.popleft()

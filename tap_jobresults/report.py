@@ -146,11 +146,13 @@ class Reporter:
         for run in self.runs:
             records.update(run.record_counts)
         lines = ["Sync summary:"]
-        lines.append(f"  {'source':<28} {'jobs':>7} {'synced':>7} {'running':>7} {'failed':>7} {'time':>8}  status")
+        lines.append(
+            f"  {'source':<28} {'jobs':>7} {'synced':>7} {'running':>7} {'failed':>7} {'gone':>7} {'time':>8}  status"
+        )
         for run in self.runs:
             lines.append(
                 f"  {run.source.name:<28} {run.to_do:>7} {run.synced:>7} {run.still_running:>7} "
-                f"{run.failed:>7} {run.duration:>7.1f}s  {run.status}"
+                f"{run.failed:>7} {run.missing:>7} {run.duration:>7.1f}s  {run.status}"
             )
         if records:
             lines.append(f"  {'stream':<28} {'records':>7}")

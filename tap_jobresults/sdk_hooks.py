@@ -24,6 +24,7 @@ from __future__ import annotations
 import typing as t
 
 from singer_sdk import Stream, Tap
+from singer_sdk.mapper import SameRecordTransform
 
 if t.TYPE_CHECKING:
     from singer_sdk import metrics
@@ -32,6 +33,7 @@ PRIVATE_STREAM_HOOKS = ("_write_record_message", "_write_schema_message", "_writ
 PRIVATE_TAP_HOOKS = ("_validate_config", "_handle_termination", "_state_writer")
 
 _counters: dict[int, metrics.Counter] = {}
+_fast: dict[int, bool] = {}
 
 
 def is_dry_run(stream: Stream) -> bool:
@@ -39,18 +41,35 @@ def is_dry_run(stream: Stream) -> bool:
     return stream.ABORT_AT_RECORD_COUNT is not None
 
 
+def untransformed(stream: Stream) -> bool:
+    """Nothing would change its records on the way out: no stream map, no flattening, every property selected."""
+    maps = stream.stream_maps
+    return (
+        len(maps) == 1
+        and isinstance(maps[0], SameRecordTransform)
+        and not maps[0].flattening_enabled
+        and all(stream.mask.values())
+    )
+
+
 def write_records(stream: Stream, records: t.Iterable[dict]) -> int:
-    """Write records of `stream` through the SDK's record path; its SCHEMA first, once."""
+    """Write records of `stream`; its SCHEMA first, once. Records nothing transforms are encoded
+    straight to stdout (writer.py); otherwise they take the SDK's record path (maps, flattening,
+    property selection)."""
     stream._write_schema_message()
-    write = stream._write_record_message
     counter = _counters.get(id(stream))
     if counter is None:
         counter = _counters[id(stream)] = stream.get_record_counter()
         counter.__enter__()
-    count = 0
-    for record in records:
-        write(record)
-        count += 1
+        _fast[id(stream)] = untransformed(stream) and hasattr(stream._tap.message_writer, "write_records")
+    if _fast[id(stream)]:
+        count = stream._tap.message_writer.write_records(stream.name, records)
+    else:
+        count = 0
+        write = stream._write_record_message
+        for record in records:
+            write(record)
+            count += 1
     counter.increment(count)
     return count
 

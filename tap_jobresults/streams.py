@@ -25,7 +25,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_jobresults import sdk_hooks
 from tap_jobresults.errors import AuthError, NotFoundError, TapJobResultsError
-from tap_jobresults.lifecycle import Bookmark, Failures, FetchedJob, Fetcher, JobRef
+from tap_jobresults.lifecycle import Bookmark, ConfiguredJobs, Failures, FetchedJob, Fetcher, JobRef
 from tap_jobresults.report import Reporter, SourceRun
 
 if t.TYPE_CHECKING:
@@ -229,7 +229,10 @@ class JobStream(_JobResultsStream):
         self, bookmark: Bookmark, ref: JobRef, error: TapJobResultsError, run: SourceRun
     ) -> t.Callable[[], None]:
         if isinstance(error, NotFoundError):
-            logger.warning("%s no longer exists (404); it will not be fetched again", ref.label)
+            # A configured job is the user's word, so its absence is worth a warning; a pending job
+            # the server forgot is counted in the summary (thousands of them must not flood the log).
+            log = logger.warning if isinstance(bookmark, ConfiguredJobs) else logger.debug
+            log("%s no longer exists (404); it will not be fetched again", ref.label)
 
             def forget() -> None:
                 bookmark.advance(ref.key, done=True, missing=True)

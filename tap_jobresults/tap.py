@@ -11,9 +11,7 @@ import typing as t
 from datetime import datetime, timezone
 
 from singer_sdk import Stream, Tap
-from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
-from singer_sdk.singerlib import StateMessage
 
 from tap_jobresults import sdk_hooks, settings
 from tap_jobresults import state as state_format
@@ -24,6 +22,7 @@ from tap_jobresults.lifecycle import Failures, Policy, Shard, iso
 from tap_jobresults.report import Reporter
 from tap_jobresults.sources import clavata, cognite, talonic
 from tap_jobresults.streams import JobStream, ResultStream, SyncRunsStream
+from tap_jobresults.writer import SingerWriter
 
 if t.TYPE_CHECKING:
     from types import FrameType
@@ -37,20 +36,6 @@ SOURCE_STREAMS: dict[str, tuple[type[Stream], ...]] = {
     "clavata": clavata.STREAMS,
     "talonic": talonic.STREAMS,
 }
-
-
-class SingerWriter(MsgSpecWriter):
-    """msgspec serialisation; stdout is flushed at each STATE, not after every record.
-
-    A STATE line reaches the target only after every record before it, so a resume point is never
-    ahead of the data; flushing per record (the SDK default) costs a syscall per message in a pipe.
-    """
-
-    def write_message(self, message: Message) -> None:
-        out = sys.stdout.buffer
-        out.write(self.format_message(message))
-        if isinstance(message, StateMessage):
-            out.flush()
 
 
 class TapJobResults(Tap):

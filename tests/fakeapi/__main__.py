@@ -54,10 +54,17 @@ def bench(apis: FakeAPIs) -> dict:
     return config
 
 
+def small(apis: FakeAPIs) -> dict:
+    """Many small jobs: 3,000 finished Clavata jobs of 1-3 reports (the per-job overhead benchmark)."""
+    for n in range(3000):
+        apis.clavata.add_job(results=1 + n % 3)
+    return apis.config(sources=("clavata",))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fakeapi")
     parser.add_argument("command", choices=["serve"])
-    parser.add_argument("--scenario", choices=["demo", "bench"], default="demo")
+    parser.add_argument("--scenario", choices=["demo", "bench", "small"], default="demo")
     parser.add_argument("--config-out", required=True, type=Path)
     parser.add_argument("--latency", type=float, default=0.0)
     args = parser.parse_args()
@@ -66,7 +73,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with FakeAPIs() as apis:
-        config = {"demo": demo, "bench": bench}[args.scenario](apis)
+        config = {"demo": demo, "bench": bench, "small": small}[args.scenario](apis)
         for server in apis.servers:
             server.latency = args.latency
         tmp = args.config_out.with_suffix(".tmp")
