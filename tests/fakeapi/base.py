@@ -46,6 +46,10 @@ class VendorServer:
         self._chaos: tuple[float, random.Random, tuple[str, ...]] | None = None
         self._server: ThreadingHTTPServer | None = None
         self._cache: dict[t.Any, bytes] = {}
+        # Realistic mode: behave like the vendors' servers rather than their docs (unsorted and late
+        # listings, omitted optional and unknown extra fields, 429s without Retry-After, ...).
+        # Each vendor module reads the flag where it builds a response.
+        self.realistic = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -165,8 +169,9 @@ class VendorServer:
                 rate, rng, kinds = self._chaos
                 if rng.random() < rate:
                     kind = rng.choice(kinds)
-                    if kind == "429":
-                        return Fault(re.compile(""), "status", 429, headers={"Retry-After": "1"})
+                    if kind == "429":  # realistic: only the headers the vendor's own 429 carries
+                        hint = {} if self.realistic else {"Retry-After": "1"}
+                        return Fault(re.compile(""), "status", 429, headers=hint)
                     if kind in ("500", "502", "503", "504"):
                         return Fault(re.compile(""), "status", int(kind))
                     return Fault(re.compile(""), kind, delay=0.5)
