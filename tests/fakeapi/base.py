@@ -207,14 +207,19 @@ class VendorServer:
             status, body, extra = self.error(fault.status, _code_for(fault.status), "injected fault")
             if fault.body is not None:
                 body = fault.body
-            self._send(handler, entry, status, body, {**extra, **(fault.headers or {})})
+            # A header value may be a function, evaluated when the fault is served (a reset "3 s from now").
+            hints = {k: v() if callable(v) else v for k, v in (fault.headers or {}).items()}
+            self._send(handler, entry, status, body, {**extra, **hints})
             return
         if fault and fault.kind == "html":
             page = b"<html><body><h1>502 Bad Gateway</h1>corporate proxy</body></html>"
             self._send(handler, entry, 200, page, {"Content-Type": "text/html"})
             return
         if not self.authorized(headers):
-            status, body, extra = self.error(401, "unauthorized", "missing or invalid credentials")
+            # Gateways quote what they refused ("invalid API key 'tlnc_...'"): only the tap's scrubbing keeps
+            # the key out of its logs, and the leak tests can see it do so.
+            presented = headers.get("Authorization") or headers.get("authorization") or ""
+            status, body, extra = self.error(401, "unauthorized", f"missing or invalid credentials: {presented!r}")
             self._send(handler, entry, status, body, extra)
             return
         for route_method, pattern, name in self.routes:
