@@ -68,11 +68,14 @@ def test_second_sync_emits_exactly_what_finished_or_appeared(apis):
 
 
 def test_statuses_the_docs_do_not_list_mean_unfinished(apis):
+    apis.cognite.realistic = True  # an unfinished predict job already shows items: the tap must not take them
     job = apis.cognite.add_predict_job(items=3, status="Distributing")
+    assert apis.cognite._predict_body(apis.cognite.predict_jobs[job])["items"]
     tal = apis.talonic.add_job(status="queued", rows=2)
     config = apis.config(sources=("cognite", "talonic"))
     first = run_tap(config, check=True)
     assert not first.records("match_results")
+    assert [r["item_count"] for r in first.records("entity_matching_jobs")] == [None]
     assert [r["finished"] for r in first.records("extraction_jobs")] == [False]
 
     apis.cognite.set_status(job, "Completed")
@@ -263,3 +266,27 @@ def test_runs_listed_in_no_particular_order_are_never_skipped(apis):
     later = [cdf.add_run(pid, matches=0, suggested_rules=0, generated_rules=0) for _ in range(5)]
     second = run_tap(config, state=first.state, check=True)
     assert sorted(r["run_id"] for r in second.records("pipeline_runs")) == sorted(later)
+
+
+def test_talonic_results_lagging_the_listing_keep_the_job_pending_until_the_grid_is_final(apis):
+    # The listing says completed; the first results read still says processing (realistic fake).
+    apis.talonic.realistic = True
+    job = apis.talonic.add_job(status="completed", rows=3)
+    config = apis.config(sources=("talonic",))
+    first = run_tap(config, check=True)
+    results = [r for r in apis.talonic.request_log if r["path"].endswith("/results")]
+    assert len(results) == 1
+    [record] = first.records("extraction_jobs")
+    assert record["status"] == "completed" and record["finished"] is False
+    early = {r["id"] for r in first.records("extraction_rows")}
+    assert early and all(r["job_status"] == "processing" for r in first.records("extraction_rows"))
+
+    second = run_tap(config, state=first.state, check=True)  # fetched again: now final
+    assert apis.talonic.requests(job) == 2
+    [record] = second.records("extraction_jobs")
+    assert record["finished"] is True
+    assert {r["id"] for r in second.records("extraction_rows")} == early  # same ids: upserts end final
+    assert all(r["job_status"] == "complete" for r in second.records("extraction_rows"))
+
+    third = run_tap(config, state=second.state, check=True)
+    assert not third.records("extraction_rows") and apis.talonic.requests(job) == 2
