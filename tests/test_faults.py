@@ -10,7 +10,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.conftest import CONTRACT_KEYS, populate, run_tap
+from tests.conftest import BOTH_MODES, CONTRACT_KEYS, populate, run_tap
+
+pytestmark = BOTH_MODES
 
 
 def _records(run) -> dict[str, list]:
@@ -24,6 +26,8 @@ def test_a_fifth_of_requests_failing_gives_the_same_records_as_a_clean_run(apis)
         apis.clavata.add_job(results=2)
         apis.talonic.add_job(rows=2)
     config = {**apis.config(), "max_retries": 8, "max_retry_wait": 2}
+    if apis.realistic:  # let Talonic's results catch up with its listing first: both runs then read the same
+        run_tap(config, check=True)
     clean = run_tap(config, check=True)
     for vendor in (apis.cognite, apis.clavata, apis.talonic):
         vendor.chaos(rate=0.2, seed=7, kinds=("429", "503", "reset", "slow"))
