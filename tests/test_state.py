@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import tempfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -290,3 +291,59 @@ def test_talonic_results_lagging_the_listing_keep_the_job_pending_until_the_grid
 
     third = run_tap(config, state=second.state, check=True)
     assert not third.records("extraction_rows") and apis.talonic.requests(job) == 2
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def test_a_late_job_inside_the_lookback_window_is_synced_exactly_once(apis):
+    # A job that shows up in a listing after a newer one was bookmarked (eventually consistent listings,
+    # a job committed late): created 2 minutes before the bookmark, inside the default 600 s window.
+    cdf, clav, tal = apis.cognite, apis.clavata, apis.talonic
+    pid = cdf.add_pipeline()
+    newest = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+    cdf.add_run(pid, created_ms=_ms(newest), matches=1)
+    clav.add_job(created=newest, results=1)
+    tal.add_job(created_at=newest, rows=1)
+    config = apis.config(sources=("cognite", "clavata", "talonic"))
+    first = run_tap(config, check=True)
+    assert len(first.records("pipeline_runs")) == len(first.records("clavata_jobs")) == 1
+
+    late = newest - timedelta(minutes=2)
+    late_run = cdf.add_run(pid, created_ms=_ms(late), matches=2)
+    late_clavata = clav.add_job(created=late, results=2)
+    late_talonic = tal.add_job(created_at=late, rows=2)
+    second = run_tap(config, state=first.state, check=True)
+    assert [r["run_id"] for r in second.records("pipeline_runs")] == [late_run]
+    assert [r["job_uuid"] for r in second.records("clavata_jobs")] == [late_clavata]
+    assert [r["job_id"] for r in second.records("extraction_jobs")] == [late_talonic]
+    assert len(second.records("pipeline_matches")) == len(second.records("clavata_reports")) == 2
+    assert len(second.records("extraction_rows")) == 2
+
+    for vendor in (cdf, clav, tal):
+        vendor.reset_counters()
+    third = run_tap(config, state=second.state, check=True)
+    assert sum(third.counts().values()) == 0
+    assert cdf.requests(late_run) == clav.requests(late_clavata) == tal.requests(late_talonic) == 0
+
+
+def test_a_future_dated_job_does_not_hide_the_jobs_created_after_it(apis):
+    cdf, clav, tal = apis.cognite, apis.clavata, apis.talonic
+    pid = cdf.add_pipeline()
+    future = datetime(2099, 1, 1, tzinfo=timezone.utc)
+    cdf.add_run(pid, created_ms=_ms(future), matches=1)
+    clav.add_job(created=future, results=1)
+    tal.add_job(created_at=future, rows=1)
+    config = apis.config(sources=("cognite", "clavata", "talonic"))
+    first = run_tap(config, check=True)
+    assert len(first.records("extraction_jobs")) == 1
+
+    now = datetime.now(timezone.utc) + timedelta(seconds=5)  # created after the first run started
+    new_run = cdf.add_run(pid, created_ms=_ms(now), matches=1)
+    new_clavata = clav.add_job(created=now, results=1)
+    new_talonic = tal.add_job(created_at=now, rows=1)
+    second = run_tap(config, state=first.state, check=True)
+    assert [r["run_id"] for r in second.records("pipeline_runs")] == [new_run]
+    assert [r["job_uuid"] for r in second.records("clavata_jobs")] == [new_clavata]
+    assert [r["job_id"] for r in second.records("extraction_jobs")] == [new_talonic]
