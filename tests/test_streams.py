@@ -37,6 +37,8 @@ def test_primary_keys_are_unique_within_a_run(full_run):
 
 def test_every_record_is_valid_against_its_schema(full_run):
     _, _, run = full_run
+    # Without rfc3339-validator jsonschema skips `format: date-time` silently and "not a date" validates.
+    assert "date-time" in jsonschema.Draft7Validator.FORMAT_CHECKER.checkers, "pip install rfc3339-validator"
     validators = {
         stream: jsonschema.Draft7Validator(m["schema"], format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
         for stream, m in run.schemas().items()
