@@ -150,9 +150,14 @@ def _write(tmp: str, name: str, data: dict) -> str:
 
 
 @pytest.fixture
-def apis() -> t.Iterator[FakeAPIs]:
-    with FakeAPIs() as fake:
+def apis(request: pytest.FixtureRequest) -> t.Iterator[FakeAPIs]:
+    """The fake APIs; a module runs its tests in both modes with `pytestmark = BOTH_MODES`."""
+    with FakeAPIs(realistic=getattr(request, "param", False)) as fake:
         yield fake
+
+
+# Run a module's tests against the tidy fake (the APIs as documented) and the realistic one (as the vendors behave).
+BOTH_MODES = pytest.mark.parametrize("apis", [False, True], ids=["tidy", "realistic"], indirect=True)
 
 
 def populate(apis: FakeAPIs, *, unfinished: bool = True) -> dict:

@@ -68,6 +68,13 @@ def test_about_markdown_is_the_readme_settings_table():
     assert table.group(0).strip() in readme, "README settings table differs from --about --format markdown"
 
 
-def test_about_never_shows_secrets():
-    run = run_tap({"talonic": {"api_key": "tlnc_live_supersecret"}}, args=["--about"])
-    assert "tlnc_live_supersecret" not in run.stdout + run.stderr
+@pytest.mark.parametrize("args", [["--about"], ["--discover"], []], ids=["about", "discover", "sync"])
+def test_about_discover_and_sync_never_show_a_secret_even_in_validation_errors(args):
+    # A secret of the wrong type makes the validator quote the value ("['...'] is not of type 'string'"):
+    # only the scrubbing keeps it out of the output. `--about` reads no config values at all.
+    secret = "tlnc_live_supersecret"
+    run = run_tap({"talonic": {"api_key": [secret]}, "clavata": {"api_key": secret, "base_url": 5}}, args=args)
+    output = run.stdout + run.stderr
+    assert secret not in output
+    if args != ["--about"]:
+        assert run.returncode != 0 and "api_key" in run.stderr, run.stderr[-1500:]

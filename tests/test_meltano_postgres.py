@@ -129,10 +129,27 @@ def test_meltano_run_into_postgres_twice(apis, schema, meltano_installed):
     assert types["match_results.top_score"] in ("double precision", "numeric")
     names = _query(f"select source->>'name' from \"{schema}\".match_results where source->>'name' is not null")
     assert names, "source->>'name' is queryable"
-    totals = _query(f'select "values"->>\'total\' from "{schema}".extraction_rows')
-    assert totals
+    # What the fake served, row by row and item by item: the loaded values must be exactly these.
+    served_rows = [row for j in made["talonic"] for row in apis.talonic._results(apis.talonic.jobs[j])["data"]]
+    totals = dict(_query(f'select id, "values"->>\'total\' from "{schema}".extraction_rows'))
+    assert totals == {
+        row["id"]: None if row["values"]["total"] is None else str(row["values"]["total"]) for row in served_rows
+    }
 
-    _run_readme_sql(schema)
+    near_misses, per_day, low_confidence, running = _run_readme_sql(schema)
+    items = [
+        item
+        for j in made["predict"]
+        if apis.cognite.predict_jobs[j]["status"] == "Completed"
+        for item in apis.cognite._predict_body(apis.cognite.predict_jobs[j])["items"]
+    ]
+    best = [max((m["score"] for m in i["matches"] if "score" in m), default=None) for i in items]
+    assert len(near_misses) == sum(b is None or b < 0.8 for b in best)
+    assert sum(row[3] for row in per_day) == counts["clavata_reports"]
+    assert sorted(float(row[1]) for row in low_confidence) == sorted(
+        r["confidence"] for r in served_rows if r["confidence"] < 0.8 or r["validation_flags"]
+    )
+    assert dict(running) == {"cdf": 1, "clavata": 1, "talonic": 1}  # populate() leaves one of each running
 
     first_load = _query(f'select max(_sdc_batched_at) from "{schema}".extraction_rows')[0][0]
     apis.cognite.finish_all()
@@ -158,14 +175,12 @@ def test_meltano_run_into_postgres_twice(apis, schema, meltano_installed):
     assert reloaded == {made["talonic"][-1], new_job}
 
 
-def _run_readme_sql(schema: str) -> None:
-    """The README's example SQL runs as written against the tables the loader made."""
+def _run_readme_sql(schema: str) -> list[list[tuple]]:
+    """The README's example SQL, run as written against the tables the loader made; the rows of each statement."""
     readme = (ROOT / "README.md").read_text()
     section = readme.split("### Example SQL (PostgreSQL)", 1)[1]
     sql = section.split("```sql", 1)[1].split("```", 1)[0]
     statements = [s.strip() for s in sql.replace("tap_jobresults.", f'"{schema}".').split(";") if s.strip()]
     assert len(statements) >= 4
     with psycopg.connect(PG_URL) as con:
-        for statement in statements:
-            rows = con.execute(statement).fetchall()
-            assert rows is not None
+        return [con.execute(statement).fetchall() for statement in statements]

@@ -66,6 +66,15 @@ sections = st.dictionaries(
 configs = st.dictionaries(st.sampled_from(SETTING_NAMES), json_values | sections, max_size=5)
 
 
+def _names(config: t.Any) -> set[str]:
+    """Every key of the config, at any depth: what an error message may name."""
+    if isinstance(config, dict):
+        return set(config) | {n for v in config.values() for n in _names(v)}
+    if isinstance(config, list):
+        return {n for v in config for n in _names(v)}
+    return set()
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(configs)
 def test_any_config_is_accepted_or_refused_with_named_errors(config):
@@ -73,8 +82,64 @@ def test_any_config_is_accepted_or_refused_with_named_errors(config):
         tap = TapJobResults(config=config, validate_config=True, setup_mapper=False)
     except ConfigValidationError as exc:
         assert exc.errors and all(isinstance(e, str) and e for e in exc.errors)
+        names = _names(config) | {"source"}  # "no source configured" names what is missing
+        for error in exc.errors:
+            assert any(name and name in error for name in names), f"{error!r} names no setting of {config}"
         return
     assert tap.streams  # a valid config yields the streams of its active sources
+
+
+SOURCE_STREAMS = {
+    "cognite": {"entity_matching_jobs", "match_results", "pipeline_runs"},
+    "clavata": {"clavata_jobs", "clavata_reports"},
+    "talonic": {"extraction_jobs", "extraction_rows"},
+}
+_ids = st.integers(1, 2**53)
+valid_configs = st.fixed_dictionaries(
+    {},
+    optional={
+        "cognite": st.fixed_dictionaries(
+            {"project": st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True)},
+            optional={
+                "base_url": st.sampled_from(["https://westeurope-1.cognitedata.com", "http://127.0.0.1:8080"]),
+                "entity_matching_jobs": st.lists(
+                    st.fixed_dictionaries({"job_id": _ids}, optional={"job_token": st.just("job-token-0123")}),
+                    max_size=3,
+                ),
+                "pipeline_ids": st.lists(_ids, max_size=3),
+            },
+        ).flatmap(
+            lambda section: st.sampled_from(
+                [
+                    {**section, "token": "cdf-token-0123456789"},
+                    {
+                        **section,
+                        "client_id": "client",
+                        "client_secret": "client-secret-0123",
+                        "token_url": "https://login.example.com/oauth2/token",
+                        "scopes": ["https://westeurope-1.cognitedata.com/.default"],
+                    },
+                ]
+            )
+        ),
+        "clavata": st.fixed_dictionaries(
+            {"api_key": st.just("clavata-key-0123456789")},
+            optional={"policy_id": st.uuids().map(str), "base_url": st.just("https://gateway.app.clavata.ai:8443")},
+        ),
+        "talonic": st.fixed_dictionaries({"api_key": st.just("tlnc_live_0123456789")}),
+        "start_date": st.just("2025-01-01T00:00:00Z"),
+        "max_concurrent_requests": st.integers(4, 64),
+        "max_retries": st.integers(0, 10),
+    },
+).filter(lambda c: any(source in c for source in SOURCE_STREAMS))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_configs)
+def test_every_valid_config_is_accepted_with_the_streams_of_its_sources(config):
+    tap = TapJobResults(config=config, validate_config=True, setup_mapper=False)
+    for source, streams in SOURCE_STREAMS.items():
+        assert (streams <= set(tap.streams)) == (source in config), (source, sorted(tap.streams))
 
 
 class _Body:

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import tempfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -68,11 +69,14 @@ def test_second_sync_emits_exactly_what_finished_or_appeared(apis):
 
 
 def test_statuses_the_docs_do_not_list_mean_unfinished(apis):
+    apis.cognite.realistic = True  # an unfinished predict job already shows items: the tap must not take them
     job = apis.cognite.add_predict_job(items=3, status="Distributing")
+    assert apis.cognite._predict_body(apis.cognite.predict_jobs[job])["items"]
     tal = apis.talonic.add_job(status="queued", rows=2)
     config = apis.config(sources=("cognite", "talonic"))
     first = run_tap(config, check=True)
     assert not first.records("match_results")
+    assert [r["item_count"] for r in first.records("entity_matching_jobs")] == [None]
     assert [r["finished"] for r in first.records("extraction_jobs")] == [False]
 
     apis.cognite.set_status(job, "Completed")
@@ -263,3 +267,83 @@ def test_runs_listed_in_no_particular_order_are_never_skipped(apis):
     later = [cdf.add_run(pid, matches=0, suggested_rules=0, generated_rules=0) for _ in range(5)]
     second = run_tap(config, state=first.state, check=True)
     assert sorted(r["run_id"] for r in second.records("pipeline_runs")) == sorted(later)
+
+
+def test_talonic_results_lagging_the_listing_keep_the_job_pending_until_the_grid_is_final(apis):
+    # The listing says completed; the first results read still says processing (realistic fake).
+    apis.talonic.realistic = True
+    job = apis.talonic.add_job(status="completed", rows=3)
+    config = apis.config(sources=("talonic",))
+    first = run_tap(config, check=True)
+    results = [r for r in apis.talonic.request_log if r["path"].endswith("/results")]
+    assert len(results) == 1
+    [record] = first.records("extraction_jobs")
+    assert record["status"] == "completed" and record["finished"] is False
+    early = {r["id"] for r in first.records("extraction_rows")}
+    assert early and all(r["job_status"] == "processing" for r in first.records("extraction_rows"))
+
+    second = run_tap(config, state=first.state, check=True)  # fetched again: now final
+    assert apis.talonic.requests(job) == 2
+    [record] = second.records("extraction_jobs")
+    assert record["finished"] is True
+    assert {r["id"] for r in second.records("extraction_rows")} == early  # same ids: upserts end final
+    assert all(r["job_status"] == "complete" for r in second.records("extraction_rows"))
+
+    third = run_tap(config, state=second.state, check=True)
+    assert not third.records("extraction_rows") and apis.talonic.requests(job) == 2
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def test_a_late_job_inside_the_lookback_window_is_synced_exactly_once(apis):
+    # A job that shows up in a listing after a newer one was bookmarked (eventually consistent listings,
+    # a job committed late): created 2 minutes before the bookmark, inside the default 600 s window.
+    cdf, clav, tal = apis.cognite, apis.clavata, apis.talonic
+    pid = cdf.add_pipeline()
+    newest = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+    cdf.add_run(pid, created_ms=_ms(newest), matches=1)
+    clav.add_job(created=newest, results=1)
+    tal.add_job(created_at=newest, rows=1)
+    config = apis.config(sources=("cognite", "clavata", "talonic"))
+    first = run_tap(config, check=True)
+    assert len(first.records("pipeline_runs")) == len(first.records("clavata_jobs")) == 1
+
+    late = newest - timedelta(minutes=2)
+    late_run = cdf.add_run(pid, created_ms=_ms(late), matches=2)
+    late_clavata = clav.add_job(created=late, results=2)
+    late_talonic = tal.add_job(created_at=late, rows=2)
+    second = run_tap(config, state=first.state, check=True)
+    assert [r["run_id"] for r in second.records("pipeline_runs")] == [late_run]
+    assert [r["job_uuid"] for r in second.records("clavata_jobs")] == [late_clavata]
+    assert [r["job_id"] for r in second.records("extraction_jobs")] == [late_talonic]
+    assert len(second.records("pipeline_matches")) == len(second.records("clavata_reports")) == 2
+    assert len(second.records("extraction_rows")) == 2
+
+    for vendor in (cdf, clav, tal):
+        vendor.reset_counters()
+    third = run_tap(config, state=second.state, check=True)
+    assert sum(third.counts().values()) == 0
+    assert cdf.requests(late_run) == clav.requests(late_clavata) == tal.requests(late_talonic) == 0
+
+
+def test_a_future_dated_job_does_not_hide_the_jobs_created_after_it(apis):
+    cdf, clav, tal = apis.cognite, apis.clavata, apis.talonic
+    pid = cdf.add_pipeline()
+    future = datetime(2099, 1, 1, tzinfo=timezone.utc)
+    cdf.add_run(pid, created_ms=_ms(future), matches=1)
+    clav.add_job(created=future, results=1)
+    tal.add_job(created_at=future, rows=1)
+    config = apis.config(sources=("cognite", "clavata", "talonic"))
+    first = run_tap(config, check=True)
+    assert len(first.records("extraction_jobs")) == 1
+
+    now = datetime.now(timezone.utc) + timedelta(seconds=5)  # created after the first run started
+    new_run = cdf.add_run(pid, created_ms=_ms(now), matches=1)
+    new_clavata = clav.add_job(created=now, results=1)
+    new_talonic = tal.add_job(created_at=now, rows=1)
+    second = run_tap(config, state=first.state, check=True)
+    assert [r["run_id"] for r in second.records("pipeline_runs")] == [new_run]
+    assert [r["job_uuid"] for r in second.records("clavata_jobs")] == [new_clavata]
+    assert [r["job_id"] for r in second.records("extraction_jobs")] == [new_talonic]

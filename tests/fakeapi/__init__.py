@@ -23,12 +23,26 @@ __all__ = ["FakeAPIs"]
 
 
 class FakeAPIs:
-    def __init__(self) -> None:
+    """`realistic=True` (or `apis.realistic = True` later) makes every vendor behave like its real
+    servers rather than its docs: see `realistic` in each vendor module."""
+
+    def __init__(self, realistic: bool = False) -> None:
         self.idp = IdentityProvider()
         self.cognite = CogniteServer(self.idp)
         self.clavata = ClavataServer()
         self.talonic = TalonicServer()
         self.servers = (self.idp, self.cognite, self.clavata, self.talonic)
+        self.realistic = realistic
+
+    @property
+    def realistic(self) -> bool:
+        return self.cognite.realistic
+
+    @realistic.setter
+    def realistic(self, on: bool) -> None:
+        for server in self.servers:
+            server.realistic = on
+            server.invalidate()
 
     def __enter__(self) -> FakeAPIs:
         for server in self.servers:

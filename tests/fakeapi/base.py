@@ -46,6 +46,10 @@ class VendorServer:
         self._chaos: tuple[float, random.Random, tuple[str, ...]] | None = None
         self._server: ThreadingHTTPServer | None = None
         self._cache: dict[t.Any, bytes] = {}
+        # Realistic mode: behave like the vendors' servers rather than their docs (unsorted and late
+        # listings, omitted optional and unknown extra fields, 429s without Retry-After, ...).
+        # Each vendor module reads the flag where it builds a response.
+        self.realistic = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -165,8 +169,9 @@ class VendorServer:
                 rate, rng, kinds = self._chaos
                 if rng.random() < rate:
                     kind = rng.choice(kinds)
-                    if kind == "429":
-                        return Fault(re.compile(""), "status", 429, headers={"Retry-After": "1"})
+                    if kind == "429":  # realistic: only the headers the vendor's own 429 carries
+                        hint = {} if self.realistic else {"Retry-After": "1"}
+                        return Fault(re.compile(""), "status", 429, headers=hint)
                     if kind in ("500", "502", "503", "504"):
                         return Fault(re.compile(""), "status", int(kind))
                     return Fault(re.compile(""), kind, delay=0.5)
@@ -202,14 +207,19 @@ class VendorServer:
             status, body, extra = self.error(fault.status, _code_for(fault.status), "injected fault")
             if fault.body is not None:  # a body, or a function of the query giving one
                 body = fault.body(query) if callable(fault.body) else fault.body
-            self._send(handler, entry, status, body, {**extra, **(fault.headers or {})})
+            # A header value may be a function, evaluated when the fault is served (a reset "3 s from now").
+            hints = {k: v() if callable(v) else v for k, v in (fault.headers or {}).items()}
+            self._send(handler, entry, status, body, {**extra, **hints})
             return
         if fault and fault.kind == "html":
             page = b"<html><body><h1>502 Bad Gateway</h1>corporate proxy</body></html>"
             self._send(handler, entry, 200, page, {"Content-Type": "text/html"})
             return
         if not self.authorized(headers):
-            status, body, extra = self.error(401, "unauthorized", "missing or invalid credentials")
+            # Gateways quote what they refused ("invalid API key 'tlnc_...'"): only the tap's scrubbing keeps
+            # the key out of its logs, and the leak tests can see it do so.
+            presented = headers.get("Authorization") or headers.get("authorization") or ""
+            status, body, extra = self.error(401, "unauthorized", f"missing or invalid credentials: {presented!r}")
             self._send(handler, entry, status, body, extra)
             return
         for route_method, pattern, name in self.routes:

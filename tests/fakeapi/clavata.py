@@ -6,6 +6,12 @@ google.rpc.Status-like `{code, message, details}` with gRPC codes. Proto3 JSON m
 
 TimeRange: `start` is inclusive when `inclusive` is true, exclusive otherwise; `end` likewise
 (the proto leaves it open; this fake treats `inclusive` as applying to both bounds).
+
+Realistic mode (`self.realistic`): half the jobs (by UUID) come marshalled the way the gateway's
+protojson does with `EmitUnpopulated: true` (clavataai/gosdk vendors grpc-gateway's marshaler with it
+on): unset messages `null`, strings `""`, lists `[]`, INTERNAL fields present and empty; the other half
+with zero values left out. Timestamps carry 9 fractional digits; listings come in no particular order;
+429s carry no `Retry-After`.
 """
 
 from __future__ import annotations
@@ -45,8 +51,64 @@ def _prune(value: t.Any) -> t.Any:
     return value
 
 
-def _ts(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _ts(moment: datetime, nanos: bool = False) -> str:
+    """RFC 3339; `nanos`: 9 fractional digits, as Go's time marshals them."""
+    text = moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return f"{text}{moment.microsecond % 997:03d}Z" if nanos else f"{text}Z"
+
+
+def _emit_unpopulated_job(body: dict) -> dict:
+    """Add what protojson with EmitUnpopulated writes for fields the server left unset."""
+    body = {
+        "metadata": None,
+        "contentData": [],
+        "results": [],
+        "policyDraftId": "",
+        "labelId": "",
+        "labelVersionId": "",
+        "labelDraftId": "",
+        **body,
+    }
+    if body.get("completed") == ZERO_TIME:
+        body["completed"] = None  # an unset Timestamp is a message: null
+    body["contentData"] = [
+        {
+            "text": "",
+            "image": "",
+            "imageUrl": "",
+            "video": None,
+            "audioUrl": "",
+            "labels": [],
+            "contentType": "",
+            "title": "",
+            **item,
+        }
+        for item in body["contentData"]
+    ]
+    results = []
+    for result in body["results"]:
+        report = {
+            "name": "",
+            "featureReports": {},
+            "internals": None,
+            "labelId": "",
+            "labelVersionId": "",
+            **result["report"],
+        }
+        report["sectionEvaluationReports"] = [
+            {
+                "exceptionEvaluationReport": None,
+                "sourceRange": None,
+                **section,
+                "assertionEvaluationReports": [
+                    {"sourceRange": None, **a} for a in section.get("assertionEvaluationReports", [])
+                ],
+            }
+            for section in report.get("sectionEvaluationReports", [])
+        ]
+        results.append({"uuid": "", "contentHash": "", **result, "report": report})
+    body["results"] = results
+    return body
 
 
 def _parse(value: str) -> datetime:
@@ -169,16 +231,20 @@ class ClavataServer(VendorServer):
         }
         if job["legacy"]:
             del report["reviewResult"]
-        return {"jobUuid": job["uuid"], "report": report, "created": _ts(job["completed"] or job["created"])}
+        return {
+            "jobUuid": job["uuid"],
+            "report": report,
+            "created": _ts(job["completed"] or job["created"], self.realistic),
+        }
 
     def _job(self, job: dict, full: bool) -> dict:
         body: dict = {
             "jobUuid": job["uuid"],
             "customerId": self.customer_id,
             "status": job["status"],
-            "created": _ts(job["created"]),
-            "updated": _ts(job["updated"]),
-            "completed": _ts(job["completed"]) if job["completed"] else ZERO_TIME,
+            "created": _ts(job["created"], self.realistic),
+            "updated": _ts(job["updated"], self.realistic),
+            "completed": _ts(job["completed"], self.realistic) if job["completed"] else ZERO_TIME,
             "policyId": job["policy"],
             "policyVersionId": job["policy_version"],
             "threshold": 0.5,
@@ -190,6 +256,8 @@ class ClavataServer(VendorServer):
             ]
             done = job["status"] == "JOB_STATUS_COMPLETED"
             body["results"] = [self._report(job, i) for i in range(job["n"])] if done else []
+        if self.realistic:
+            return _prune(body) if int(job["uuid"][-1], 16) % 2 else _emit_unpopulated_job(body)
         return _prune(body) if job["omit_zero"] else body
 
     # -- routes ----------------------------------------------------------------------------------
@@ -251,6 +319,8 @@ class ClavataServer(VendorServer):
                 and (policy is None or j["policy"] == policy)
             ]
             jobs.sort(key=lambda j: (j["created"], j["uuid"]), reverse=True)
+            if self.realistic:  # the order is undocumented
+                random.Random(len(jobs)).shuffle(jobs)
             page = [self._job(j, full=False) for j in jobs[offset : offset + size]]
         more = offset + size < len(jobs)
         return (

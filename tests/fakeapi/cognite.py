@@ -2,6 +2,15 @@
 
 Every response carries `x-request-id`; errors use `{"error": {"code", "message", "missing"?}}`;
 pipeline endpoints answer only with `cdf-version: 20230101-beta` (or `beta`); times are ms epochs.
+
+Pipeline run matches are `model` (scored) or `previously-confirmed` (no score), and generated rules
+carry the rule itself (`extractors`, `conditions`, `priority`), as Cognite's entity-matching UI reads them.
+
+Realistic mode (`self.realistic`): predict jobs carry `modelId` and items `matchFrom` (python SDK),
+matches come unsorted and some without a score; a running predict job already returns partial items
+(the tap must ignore them); a job created with a token is refused without `X-Job-Token`; run listings
+are unsorted; a queued run has `startTime: null`; a run without suggested rules has no
+`suggestedRules` key at all (the experimental SDK's integration test).
 """
 
 from __future__ import annotations
@@ -164,20 +173,26 @@ class CogniteServer(VendorServer):
     def _predict_body(self, job: dict) -> dict:
         body = {k: job[k] for k in ("status", "createdTime", "startTime", "statusTime", "jobId", "errorMessage")}
         items = []
-        if job["status"] == "Completed":
+        finished = job["status"] == "Completed"
+        partial = self.realistic and job["status"] not in TERMINAL  # unfinished jobs still show what is done
+        if finished or partial:
             rng = random.Random(job["jobId"])
-            for i in range(job["n_items"]):
+            for i in range(job["n_items"] if finished else job["n_items"] // 2 + 1):
                 count = 0 if i % 5 == 4 else job["per_item"]
                 scores = sorted((round(rng.random(), 4) for _ in range(count)), reverse=True)
-                items.append(
-                    {
-                        "source": self._entity("source", i),
-                        "matches": [
-                            {"score": s, "target": self._entity("asset", rng.randrange(10_000))} for s in scores
-                        ],
-                    }
-                )
+                matches = [{"score": s, "target": self._entity("asset", rng.randrange(10_000))} for s in scores]
+                if self.realistic:  # unsorted, and some without a score
+                    rng.shuffle(matches)
+                    for j, m in enumerate(matches):
+                        if (i + j) % 3 == 2:
+                            del m["score"]
+                item = {"source": self._entity("source", i), "matches": matches}
+                if self.realistic:
+                    item["matchFrom"] = self._entity("source", i)
+                items.append(item)
         body["items"] = items
+        if self.realistic:
+            body["modelId"] = job["jobId"] % 1_000_003
         return body
 
     def _pipeline_body(self, pid: int) -> dict:
@@ -189,7 +204,10 @@ class CogniteServer(VendorServer):
         return body
 
     def _summary(self, run: dict) -> dict:
-        return {k: run[k] for k in ("status", "createdTime", "startTime", "statusTime", "jobId", "errorMessage")}
+        summary = {k: run[k] for k in ("status", "createdTime", "startTime", "statusTime", "jobId", "errorMessage")}
+        if self.realistic and run["status"] == "Queued":
+            summary["startTime"] = None
+        return summary
 
     def _run_body(self, run: dict) -> dict:
         body = self._summary(run)
@@ -204,8 +222,15 @@ class CogniteServer(VendorServer):
             "consistentMatch": bool(i % 2),
         }
         body["matches"] = [
+            # previously-confirmed matches come from existing relationships and carry no score
             {
-                "matchType": rng.choice(["model", "rule", "existing"]),
+                "matchType": "previously-confirmed",
+                "source": self._entity("source", i),
+                "target": self._entity("asset", i),
+            }
+            if i % 3 == 2
+            else {
+                "matchType": "model",
                 "score": round(rng.random(), 4),
                 "source": self._entity("source", i),
                 "target": self._entity("asset", i),
@@ -224,9 +249,22 @@ class CogniteServer(VendorServer):
             for i in range(n_suggested)
         ]
         body["generatedRules"] = [
-            {"matches": [rule_match(i)], "numConflicts": i, "numOverlaps": 1} for i in range(n_generated)
+            {
+                "extractors": [
+                    {"entitySet": "sources", "extractorType": "regex", "field": "name", "pattern": f"^P{i}-(\\d+)$"},
+                    {"entitySet": "targets", "extractorType": "regex", "field": "name", "pattern": f"^A{i}-(\\d+)$"},
+                ],
+                "conditions": [{"conditionType": "equals", "arguments": [[0, 0], [1, 0]]}],
+                "priority": 10 * (i + 1),
+                "matches": [rule_match(i)],
+                "numConflicts": i,
+                "numOverlaps": 1,
+            }
+            for i in range(n_generated)
         ]
         body["errors"] = run["errors"]
+        if self.realistic and not body["suggestedRules"]:
+            del body["suggestedRules"]
         return body
 
     # -- routes ----------------------------------------------------------------------------------
@@ -262,6 +300,10 @@ class CogniteServer(VendorServer):
         sent = {k.lower(): v for k, v in headers.items()}.get("x-job-token")
         if job["token"] and sent is not None and sent != job["token"]:
             return self.error(403, "forbidden", "invalid X-Job-Token")
+        if job["token"] and sent is None and self.realistic:  # without assetsAcl:READ the token is the key
+            return self.error(
+                403, "forbidden", "Resource not found. This may also be due to insufficient access rights."
+            )
         return 200, self.cached(("job", job_id), lambda: self._predict_body(job)), {}
 
     def _page(self, items: list, query: dict) -> dict:
@@ -302,7 +344,7 @@ class CogniteServer(VendorServer):
         with self.lock:
             runs = [self._summary(r) for r in self.runs.get(pid, {}).values()]
         runs.sort(key=lambda r: (r["createdTime"], r["jobId"]), reverse=self.runs_order == "desc")
-        if self.runs_order == "shuffled":
+        if self.runs_order == "shuffled" or self.realistic:  # the order is undocumented
             random.Random(pid).shuffle(runs)
         return 200, self._page(runs, query), {}
 

@@ -46,7 +46,8 @@ class IdentityProvider(VendorServer):
         if fields.get("grant_type") != "client_credentials":
             return self.error(400, "unsupported_grant_type", "only client_credentials")
         if fields.get("client_id") != self.client_id or fields.get("client_secret") != self.client_secret:
-            return self.error(401, "invalid_client", "client authentication failed")
+            sent = fields.get("client_secret")
+            return self.error(401, "invalid_client", f"client authentication failed (client_secret {sent!r})")
         token = "eyJ" + secrets.token_urlsafe(24)
         with self.lock:
             self.issued_tokens.append(token)

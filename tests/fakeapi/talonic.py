@@ -3,6 +3,14 @@
 Cursor-paged job list (`{data, pagination: {total, limit, has_more, next_cursor}}`, cursor =
 base64 of `{"createdAt", "id"}`), job details, and results readable while a job processes.
 Error envelope per the error-format page; rate-limit headers on every response.
+
+Realistic mode (`self.realistic`): 429s carry no `Retry-After`, only `X-RateLimit-Reset` as ISO 8601
+(the docs' form) on every response; jobs omit their null optional fields and carry fields the docs do
+not name (the Node SDK's `failed_documents`, `extraction_id`, `links.results`); rows carry an unknown
+field and `validation_flags: null` when there are none; jobs created at the same instant are listed in
+no particular order; and the results of a finished job report `job_status: processing` on the first
+read after it finished (the grid lags the listing).
+Knobs outside realistic mode: `omit_row_ids` (rows without `id`, as the Node SDK types them).
 """
 
 from __future__ import annotations
@@ -12,7 +20,6 @@ import itertools
 import json
 import random
 import re
-import time
 import typing as t
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -42,6 +49,12 @@ class TalonicServer(VendorServer):
         self.jobs_order = "desc"
         self._clock = itertools.count()
         self._start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+        self.omit_row_ids = False
+        self._lag_served: set[str] = set()  # finished jobs whose lagging results read was served
+
+    def _reset_header(self, seconds: float) -> str:
+        moment = datetime.now(timezone.utc) + timedelta(seconds=seconds)
+        return _ts(moment) if self.realistic else str(int(moment.timestamp()))  # type: ignore[return-value]
 
     def authorized(self, headers: dict) -> bool:
         return bearer(headers) == self.api_key
@@ -58,18 +71,18 @@ class TalonicServer(VendorServer):
             "timestamp": _ts(datetime.now(timezone.utc)),
             "path": "",
         }
-        headers = (
-            {"Retry-After": "1", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(time.time()) + 1)}
-            if status == 429
-            else {}
-        )
+        headers: dict = {}
+        if status == 429:
+            headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": self._reset_header(1)}
+            if not self.realistic:
+                headers["Retry-After"] = "1"
         return status, body, headers
 
     def extra_headers(self) -> dict:
         return {
             "X-RateLimit-Limit": "5000",
             "X-RateLimit-Remaining": "4999",
-            "X-RateLimit-Reset": str(int(time.time()) + 86400),
+            "X-RateLimit-Reset": self._reset_header(86400),
         }
 
     # -- control ---------------------------------------------------------------------------------
@@ -102,6 +115,7 @@ class TalonicServer(VendorServer):
     def set_status(self, job_id: str, status: str) -> None:
         with self.lock:
             self.jobs[job_id]["status"] = status
+            self._lag_served.discard(job_id)
         self.invalidate(job_id)
 
     def finish_all(self) -> None:
@@ -116,7 +130,7 @@ class TalonicServer(VendorServer):
         status = job["status"]
         done = status in TERMINAL
         started = None if status in ("pending", "queued") else job["created"] + timedelta(seconds=5)
-        return {
+        body = {
             "id": job["id"],
             "name": job["name"],
             "status": status,
@@ -142,6 +156,12 @@ class TalonicServer(VendorServer):
                 **({} if done else {"cancel": f"/v1/jobs/{job['id']}/cancel"}),
             },  # cancel: only while unfinished
         }
+        if self.realistic:
+            body = {k: v for k, v in body.items() if v is not None}
+            body["failed_documents"] = 1 if status == "failed" else 0
+            body["extraction_id"] = str(uuid.uuid5(uuid.NAMESPACE_OID, job["id"]))
+            body["links"]["results"] = f"/v1/jobs/{job['id']}/results"
+        return body
 
     def _results(self, job: dict) -> dict:
         done = job["status"] in TERMINAL
@@ -158,24 +178,29 @@ class TalonicServer(VendorServer):
                 flags.append("format_mismatch:date")
             if job["objects"]:
                 flags = [{"code": f.split(":")[0], "field": f.split(":")[1]} for f in flags]
-            data.append(
-                {
-                    "id": row_id,
-                    "document_id": str(uuid.uuid5(uuid.NAMESPACE_URL, row_id)),
-                    "filename": f"invoice_{i:04d}.pdf",
-                    "status": "complete" if done else "partial",
-                    "values": {
-                        "invoice_number": f"INV-2025-{i:04d}",
-                        "vendor": "Acme Corp",
-                        "total": total,
-                        "date": "2025-10-01",
-                        "currency": "EUR",
-                        "lines": i % 7,
-                    },
-                    "confidence": confidence,
-                    "validation_flags": flags,
-                }
-            )
+            row = {
+                "id": row_id,
+                "document_id": str(uuid.uuid5(uuid.NAMESPACE_URL, row_id)),
+                "filename": f"invoice_{i:04d}.pdf",
+                "status": "complete" if done else "partial",
+                "values": {
+                    "invoice_number": f"INV-2025-{i:04d}",
+                    "vendor": "Acme Corp",
+                    "total": total,
+                    "date": "2025-10-01",
+                    "currency": "EUR",
+                    "lines": i % 7,
+                },
+                "confidence": confidence,
+                "validation_flags": flags,
+            }
+            if self.realistic:
+                row["page_count"] = 1 + i % 3
+                if not flags:
+                    row["validation_flags"] = None
+            if self.omit_row_ids:
+                del row["id"]
+            data.append(row)
         status = (
             "complete" if job["status"] in ("complete", "completed") else job["status"]
         )  # "completed mapped to complete"
@@ -202,7 +227,11 @@ class TalonicServer(VendorServer):
         wanted = {"complete", "completed"} if status in ("complete", "completed") else {status}
         with self.lock:
             jobs = [j for j in self.jobs.values() if status is None or j["status"] in wanted]
-        jobs.sort(key=lambda j: (j["created"], j["id"]), reverse=self.jobs_order == "desc")
+        # Realistic: jobs created at the same instant come in insertion order, not by ID.
+        jobs.sort(
+            key=(lambda j: j["created"]) if self.realistic else (lambda j: (j["created"], j["id"])),
+            reverse=self.jobs_order == "desc",
+        )
         cursor = query.get("cursor", [None])[0]
         start = 0
         if cursor:
@@ -250,4 +279,12 @@ class TalonicServer(VendorServer):
             job = self._lookup(match["id"])
         except LookupError:
             return self.error(404, "not_found", "No job with this ID exists for your organization.")
+        if self.realistic and job["status"] in TERMINAL:
+            with self.lock:
+                lagging = job["id"] not in self._lag_served
+                self._lag_served.add(job["id"])
+            if lagging:
+                body = self._results(job)
+                body["job_status"] = "processing"
+                return 200, body, {}
         return 200, self.cached(job["id"], lambda: self._results(job)), {}
