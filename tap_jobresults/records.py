@@ -6,14 +6,16 @@ lands in `extra_fields` without a release, a new column is one line, and the dec
 where each column comes from.
 
 Rules, the same for every vendor:
-- Spellings the vendors disagree on are aliases of one column, first present spelling wins; an
-  alias whose value differs from the column's is kept in `extra_fields`.
+- Spellings the vendors disagree on are aliases of one column: the first spelling present fills it.
+  Only the column's own (first-listed) spelling is taken out of `extra_fields`; any other spelling
+  stays there as sent, so nothing depends on knowing the alias to find it.
 - A value of the wrong type for its column is never emitted in that column: it is coerced where
   that loses nothing (5.0 -> 5, 7 -> "7"), otherwise the column is null and the value goes to
   `extra_fields` as sent. An unparseable timestamp likewise.
 - Null means absent: null values are not copied into `extra_fields`. Clavata sends protobuf JSON,
-  where an empty string, list or object, zero and false are indistinguishable from "not set"
-  (proto3), so its objects drop those too (`proto3=True`).
+  where an empty string, list or object is indistinguishable from "not set" (proto3, and the
+  gateway's EmitUnpopulated), so its objects drop those too (`proto3=True`); numbers and booleans
+  are kept whatever their value.
 """
 
 from __future__ import annotations
@@ -127,9 +129,7 @@ def is_empty(value: t.Any, proto3: bool) -> bool:
     if value is None:
         return True
     if proto3:
-        return value == "" or value == [] or value == {} or value is False or (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
-        )
+        return value == "" or value == [] or value == {}
     return False
 
 
@@ -156,9 +156,10 @@ def build(obj: dict, cols: t.Sequence[Col], *, proto3: bool = False, drop: froze
                     continue  # stays in extra_fields, as sent; a later alias may still fit
                 chosen = value
                 out = spec.default if converted is None and spec.default is not None else converted
-                consumed.append(path)
-            elif value == chosen:
-                consumed.append(path)  # the same fact in another spelling
+                if path == spec.paths[0]:
+                    consumed.append(path)
+                # Another spelling fills the column and is also kept in extra_fields under the name
+                # it was sent with: the record shows which spelling the vendor used.
         record[spec.column] = out
     record["extra_fields"] = leftover(obj, consumed, proto3, drop) or None
     return record
