@@ -32,9 +32,11 @@ demo-postgres: install .venv-target-postgres/bin/target-postgres
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.venv-target-postgres/bin:$$PATH" $(BIN)/python scripts/demo.py --loader postgres
 
 # Loaders and Meltano for the end-to-end tests, each in its own virtualenv (as Meltano does).
+# The `postgres` extra brings psycopg 3, for a system database in PostgreSQL
+# (MELTANO_DATABASE_URI=postgresql+psycopg://...), which parallel shards need.
 .venv-meltano/bin/meltano:
 	$(PYTHON) -m venv .venv-meltano
-	.venv-meltano/bin/pip install --quiet 'meltano==4.4.1'
+	.venv-meltano/bin/pip install --quiet 'meltano[postgres]==4.4.1'
 
 .venv-target-snowflake/bin/target-snowflake:
 	$(PYTHON) -m venv .venv-target-snowflake
