@@ -9,84 +9,35 @@ instance (the same tap and loader binaries, no shard) loads another schema as th
 from __future__ import annotations
 
 import collections
-import contextlib
-import fcntl
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import CONTRACT_KEYS, ROOT, populate
-from tests.test_meltano_postgres import MELTANO, PG, PG_URL, _env
+from tests.meltano_shards import (
+    LOADER,
+    SHARDS,
+    install,
+    meltano_env,
+    schemas,
+    shard_state_ids,
+    system_db,
+)
+from tests.meltano_shards import states as states_of
+from tests.test_meltano_postgres import MELTANO, PG_URL, _env
 
 psycopg = pytest.importorskip("psycopg")
 
 pytestmark = pytest.mark.slow
-SHARDS = 4
-LOADER = "target-postgres"
+__all__ = ["schemas", "system_db"]  # fixtures
 TAP_BIN = ROOT / ".meltano" / "extractors" / "tap-jobresults" / "venv" / "bin" / "tap-jobresults"
 LOADER_BIN = ROOT / ".meltano" / "loaders" / LOADER / "venv" / "bin" / LOADER
-
-
-def _meltano_env(extra: dict) -> dict:
-    env = {**os.environ, "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false", **extra}
-    env.pop("VIRTUAL_ENV", None)
-    return env
-
-
-def meltano(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [MELTANO, *args],
-        cwd=ROOT,
-        env=_meltano_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, f"meltano {' '.join(args)} failed:\n{proc.stderr[-4000:]}"
-    return proc
-
-
-@contextlib.contextmanager
-def install_lock():
-    """`meltano install` upgrades a plugin's virtualenv in place: one installer at a time across pytest workers."""
-    (ROOT / ".meltano").mkdir(exist_ok=True)
-    with open(ROOT / ".meltano" / ".tests-install.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@pytest.fixture
-def system_db() -> str:
-    """A PostgreSQL database of its own for Meltano's system tables (state, runs); dropped afterwards."""
-    name = f"jr_meltano_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_URL, autocommit=True) as con:
-        con.execute(f'create database "{name}"')
-    user = PG.username or "postgres"
-    auth = f"{user}:{PG.password}" if PG.password else user
-    yield f"postgresql+psycopg://{auth}@{PG.hostname or '127.0.0.1'}:{PG.port or 5432}/{name}"
-    with psycopg.connect(PG_URL, autocommit=True) as con:
-        con.execute(f'drop database if exists "{name}" with (force)')
-
-
-@pytest.fixture
-def schemas() -> dict[str, str]:
-    tag = uuid.uuid4().hex[:8]
-    names = {"shards": f"jr_shards_{tag}", "single": f"jr_single_{tag}"}
-    yield names
-    with psycopg.connect(PG_URL, autocommit=True) as con:
-        for name in names.values():
-            con.execute(f'drop schema if exists "{name}" cascade')
 
 
 def _world(apis) -> dict:
@@ -179,7 +130,7 @@ def _single_instance(apis, schema: str, state: dict | None) -> dict | None:
 
 def _start_shards(apis, schema: str, system_db: str) -> None:
     """Every shard's `meltano run` started at once; all must exit 0."""
-    env = _meltano_env({**_env(apis, schema), "MELTANO_DATABASE_URI": system_db})
+    env = meltano_env({**_env(apis, schema), "MELTANO_DATABASE_URI": system_db})
     procs = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(SHARDS):
@@ -207,12 +158,6 @@ def _start_shards(apis, schema: str, system_db: str) -> None:
             if code != 0:
                 failures.append(f"shard {i} exited {code}:\n{output[-3000:]}")
     assert not failures, "\n\n".join(failures)
-
-
-def _states(system_db: str) -> dict[str, dict]:
-    env = {"MELTANO_DATABASE_URI": system_db}
-    ids = [line.strip() for line in meltano("state", "list", env=env).stdout.splitlines() if line.strip()]
-    return {sid: json.loads(meltano("state", "get", sid, env=env).stdout) for sid in ids}
 
 
 def _owned_jobs(state: dict) -> set[str]:
@@ -243,12 +188,7 @@ def test_four_shards_through_meltano_equal_one_instance(apis, system_db, schemas
         text=True,
         check=True,
     ).stdout, "meltano-shards.yml is not what `scripts/shards.py yaml 4` prints: regenerate it"
-    if not Path(MELTANO).exists():
-        pytest.fail(f"meltano not found at {MELTANO}: `make .venv-meltano/bin/meltano` installs it")
-    with install_lock():
-        # The first command against a new system database creates its tables: one process, before the N.
-        meltano("install", "--plugin-type", "extractor", "tap-jobresults", env={"MELTANO_DATABASE_URI": system_db})
-        meltano("install", "--plugin-type", "loader", LOADER, env={"MELTANO_DATABASE_URI": system_db})
+    install(system_db)
 
     made = _world(apis)
 
@@ -264,9 +204,8 @@ def test_four_shards_through_meltano_equal_one_instance(apis, system_db, schemas
     assert sum(sum(c.values()) for c in shard_fetches.values()) >= len(made["talonic"]) + len(made["clavata"])
     assert _rows(schemas["shards"]) == _rows(schemas["single"])
 
-    states = _states(system_db)
-    expected_ids = {f"dev:tap-jobresults--shard-{i}-to-{LOADER}" for i in range(SHARDS)}
-    assert set(states) == expected_ids
+    states = states_of(system_db)
+    assert set(states) == shard_state_ids()
     owned = {sid: _owned_jobs(s) for sid, s in states.items()}
     for a in owned:
         for b in owned:
