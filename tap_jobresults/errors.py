@@ -81,5 +81,14 @@ class MalformedPayload(TapJobResultsError):
         super().__init__(f"{source}: {what} returned a malformed payload: {problem}")
 
 
-class ConfigError(TapJobResultsError):
-    """A config problem found only at run time (the schema checks run before this)."""
+class JobFailed(TapJobResultsError):
+    """Anything unexpected while fetching one job: that job fails, the run goes on."""
+
+    def __init__(self, what: str, exc: BaseException) -> None:
+        kind = "ran out of memory" if isinstance(exc, MemoryError) else f"unexpected error ({type(exc).__name__})"
+        detail = str(exc)[:200]
+        super().__init__(f"{what}: {kind}" + (f": {detail}" if detail else ""))
+
+
+class StateError(TapJobResultsError):
+    """The state given to the tap is not one it wrote: refused before any record is written."""

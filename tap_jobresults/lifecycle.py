@@ -6,24 +6,37 @@ fetches them concurrently with a bounded window, hands them out in a determinist
 the bookmark that makes the next run incremental.
 
 The bookmark of a partition (a source, or one CDF pipeline) is
-    {"hwm": [created, id], "pending": {id: created}}
-Every job whose (created, id) is at or below `hwm` has been emitted in its final state, or is in
-`pending` (seen unfinished, or its fetch failed) and is fetched again next run. Jobs are processed in
-ascending (created, id) order and the bookmark is advanced only after a job's records are written,
-so a STATE message emitted at any point is a correct resume point. The state holds one key and the
-unfinished jobs per partition: it does not grow with the number of jobs ever synced.
+
+    {"hwm": [created, id], "floor": [created, id], "pending": {id: created},
+     "seen": {id: created}, "results": [result streams]}
+
+- `floor`: every job at or below it was synced in its final state, or is in `pending`.
+- `seen`: the finished jobs synced above the floor. A job above the floor that is neither seen nor
+  pending has not been synced yet, whenever it shows up: that is how a job that becomes visible late
+  (an eventually consistent listing, a job committed late) is still synced, once.
+- `hwm`: the newest job synced, never later than the run's own start (a job dated in the future is
+  synced and remembered in `seen`, but cannot hide the jobs created after it).
+- At the end of each run the floor rises to `hwm - lookback_window` and `seen` drops what fell below
+  it, so the state holds the unfinished jobs and the jobs of one window, never the history.
+- `pending`: jobs seen unfinished, or whose fetch failed: fetched again next run.
+- `results`: the result streams selected when the jobs were bookmarked (a newly selected one is
+  backfilled from the jobs already synced).
+
+Jobs are processed in ascending (created, id) order and the bookmark is advanced only after a job's
+records are written, so a STATE message emitted at any point is a correct resume point.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import logging
 import typing as t
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
-from tap_jobresults.errors import TapJobResultsError
+from tap_jobresults.errors import JobFailed, TapJobResultsError
 
 logger = logging.getLogger("tap-jobresults")
 
@@ -102,8 +115,7 @@ class FetchedJob:
     ref: JobRef
     finished: bool
     record: dict | None  # the job-level record; None: skip it (created before start_date)
-    payload: t.Any = None  # what the child streams read; None: no child records this run
-    missing: bool = False  # the API says the job does not exist (404)
+    payload: t.Any = None  # what the result streams read; None: no result records this run
 
     @property
     def fields(self) -> dict:
@@ -112,12 +124,60 @@ class FetchedJob:
         return self.record
 
 
-class Bookmark:
-    """High-water mark plus unfinished jobs, stored in place in the stream's state dict."""
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """This instance syncs the jobs whose stable hash falls in shard `index` of `count`."""
 
-    def __init__(self, state: dict) -> None:
+    index: int
+    count: int
+
+    def owns(self, source: str, job_id: str) -> bool:
+        digest = hashlib.sha256(f"{source}/{job_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """What every bookmark of a run needs to know: the run's clock, the window, the shard."""
+
+    run_started: str  # ISO, UTC, as iso() writes it
+    lookback: float = 600.0  # seconds
+    shard: Shard | None = None
+    start_date: str | None = None
+
+    def owns(self, source: str, job_id: str) -> bool:
+        return self.shard is None or self.shard.owns(source, job_id)
+
+    def before_start(self, created: str | None) -> bool:
+        return bool(self.start_date and created and created < self.start_date)
+
+
+def shift(created: str, seconds: float) -> str:
+    """An iso() timestamp moved by `seconds` (negative: earlier)."""
+    moment = datetime.strptime(created, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    try:
+        moved = moment + timedelta(seconds=seconds)
+    except OverflowError:
+        moved = moment
+    return moved.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Bookmark:
+    """The bookmark of one listing partition (see the module docstring), kept in place in the state."""
+
+    def __init__(self, state: dict, policy: Policy) -> None:
         self._state = state
+        self.policy = policy
         state.setdefault("pending", {})
+        if "seen" not in state:
+            # A bookmark from before late-job tracking: everything at or below its mark is synced.
+            state["seen"] = {}
+            if state.get("hwm") and "floor" not in state:
+                state["floor"] = list(state["hwm"])
+
+    @property
+    def state(self) -> dict:
+        return self._state
 
     @property
     def hwm(self) -> JobKey | None:
@@ -125,29 +185,120 @@ class Bookmark:
         return JobKey(*value) if value else None
 
     @property
+    def floor(self) -> JobKey | None:
+        value = self._state.get("floor")
+        return JobKey(*value) if value else None
+
+    @property
     def pending(self) -> dict[str, str]:
         return self._state["pending"]
 
-    def is_new(self, key: JobKey) -> bool:
-        hwm = self.hwm
-        return hwm is None or key > hwm
+    @property
+    def seen(self) -> dict[str, str]:
+        return self._state["seen"]
 
-    def pending_refs(self, label: t.Callable[[str], str]) -> list[JobRef]:
-        return [
-            JobRef(JobKey(created, job_id), label(job_id), pending=True) for job_id, created in self.pending.items()
-        ]
+    def entries(self) -> int:
+        return len(self.pending) + len(self.seen)
+
+    def has_synced(self) -> bool:
+        return bool(self._state.get("hwm") or self._state.get("seen"))
+
+    def synced(self, key: JobKey) -> bool:
+        """Finished and emitted in a run before: never fetched or emitted again."""
+        if key.id in self.seen:
+            return True
+        floor = self.floor
+        # A job without a creation time cannot be placed below the floor: only `seen` knows it.
+        return floor is not None and key.created != "" and key <= floor
+
+    def wanted(self, source: str, key: JobKey) -> bool:
+        """A listed job this run should fetch (pending jobs aside)."""
+        return (
+            self.policy.owns(source, key.id) and not self.synced(key) and not self.policy.before_start(key.created)
+        )
+
+    def advance(self, key: JobKey, *, done: bool, missing: bool = False) -> None:
+        """Record a job's outcome, after its records are written."""
+        if done:
+            self.pending.pop(key.id, None)
+            floor = self.floor
+            if floor is None or key.created == "" or key > floor:
+                self.seen[key.id] = key.created
+        else:
+            self.pending[key.id] = key.created
+            self.seen.pop(key.id, None)
+        # The mark never passes the run's own clock: a job dated in the future hides nothing.
+        capped = min(key, JobKey(self.policy.run_started, "")) if key.created else None
+        hwm = self.hwm
+        if capped is not None and (hwm is None or capped > hwm):
+            self._state["hwm"] = capped.as_list()
+
+    def close(self) -> None:
+        """End of a run over this partition: raise the floor to the window's start, forget below it."""
+        hwm = self.hwm
+        if hwm is None:
+            return
+        window_start = JobKey(shift(hwm.created, -self.policy.lookback), "")
+        floor = self.floor
+        if floor is None or window_start > floor:
+            self._state["floor"] = window_start.as_list()
+            floor = window_start
+        self._state["seen"] = {
+            job_id: created for job_id, created in self.seen.items() if not created or JobKey(created, job_id) > floor
+        }
+
+
+class ConfiguredJobs(Bookmark):
+    """Jobs that come from config, not a listing (CDF predict jobs): remember which are finished.
+
+    {"finished": {job_id: "finished" | "missing"}}; bounded by the configured list (pruned to it).
+    """
+
+    def __init__(self, state: dict, policy: Policy, configured: t.Iterable[str]) -> None:
+        self._state = state
+        self.policy = policy
+        finished = state.setdefault("finished", {})
+        for job_id in set(finished) - set(configured):
+            del finished[job_id]
+        for key in ("pending", "seen", "hwm", "floor"):
+            state.pop(key, None)
+
+    @property
+    def pending(self) -> dict[str, str]:
+        return {}
+
+    @property
+    def seen(self) -> dict[str, str]:
+        return {}
+
+    @property
+    def finished(self) -> dict[str, str]:
+        return self._state["finished"]
+
+    def entries(self) -> int:
+        return len(self.finished)
+
+    def has_synced(self) -> bool:
+        return any(status == "finished" for status in self.finished.values())
+
+    def synced(self, key: JobKey) -> bool:
+        return key.id in self.finished
 
     def advance(self, key: JobKey, *, done: bool, missing: bool = False) -> None:
         if done:
-            self.pending.pop(key.id, None)
-        else:
-            self.pending[key.id] = key.created
-        if self.is_new(key):
-            self._state["hwm"] = key.as_list()
+            self.finished[key.id] = "missing" if missing else "finished"
+
+    def close(self) -> None:
+        pass
 
 
 class Fetcher:
-    """Fetch jobs concurrently, hand them out in input order, hold at most `width` at once."""
+    """Fetch jobs concurrently, hand them out in input order, hold at most `width` at once.
+
+    Whatever one fetch raises (a MemoryError on a huge body, a bug on a shape nobody foresaw) is
+    that job's failure, handed out in its place; only a source-wide error (the source's own
+    credentials refused) ends the walk.
+    """
 
     def __init__(self, width: int) -> None:
         self.width = max(1, width)
@@ -155,38 +306,35 @@ class Fetcher:
     def map(
         self, fetch: t.Callable[[JobRef], FetchedJob], refs: t.Iterable[JobRef]
     ) -> t.Iterator[tuple[JobRef, FetchedJob | None, TapJobResultsError | None]]:
+        def guarded(ref: JobRef) -> tuple[FetchedJob | None, TapJobResultsError | None]:
+            try:
+                return fetch(ref), None
+            except TapJobResultsError as exc:
+                if getattr(exc, "source_wide", False):
+                    raise
+                return None, exc
+            except Exception as exc:  # one job's problem, never the run's
+                logger.debug("%s: unexpected error", ref.label, exc_info=True)
+                return None, JobFailed(ref.label, exc)
+
         if self.width == 1:
             for ref in refs:
-                try:
-                    fetched = fetch(ref)
-                except TapJobResultsError as exc:
-                    if getattr(exc, "source_wide", False):
-                        raise
-                    yield ref, None, exc
-                else:
-                    yield ref, fetched, None
+                yield (ref, *guarded(ref))
             return
         pool = ThreadPoolExecutor(self.width, thread_name_prefix="fetch")
         window: collections.deque[tuple[JobRef, Future]] = collections.deque()
-        pending = iter(refs)
+        todo = iter(refs)
         try:
-            for ref in pending:
-                window.append((ref, pool.submit(fetch, ref)))
+            for ref in todo:
+                window.append((ref, pool.submit(guarded, ref)))
                 if len(window) >= self.width:
                     break
             while window:
                 ref, future = window.popleft()
-                result: FetchedJob | None = None
-                error: TapJobResultsError | None = None
-                try:
-                    result = future.result()
-                except TapJobResultsError as exc:
-                    if getattr(exc, "source_wide", False):  # the source's credentials: stop it
-                        raise
-                    error = exc
-                nxt = next(pending, None)
+                result, error = future.result()
+                nxt = next(todo, None)
                 if nxt is not None:  # keep the window full while the caller writes this job
-                    window.append((nxt, pool.submit(fetch, nxt)))
+                    window.append((nxt, pool.submit(guarded, nxt)))
                 yield ref, result, error
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -124,6 +124,33 @@ CONFIG_SCHEMA: dict = th.PropertiesList(
         default=120,
         description="Cap in seconds on one wait between retries, including server-requested waits.",
     ),
+    th.Property(
+        "lookback_window",
+        th.IntegerType,
+        default=600,
+        description=(
+            "Seconds before the newest bookmarked job's creation time that each run re-reads, so a job "
+            "that shows up late in a listing is still synced (once)."
+        ),
+    ),
+    th.Property(
+        "shard",
+        th.ObjectType(
+            th.Property("index", th.IntegerType, required=True, description="This instance's shard, 0..count-1."),
+            th.Property("count", th.IntegerType, required=True, description="Number of shards."),
+            additional_properties=False,
+        ),
+        description=(
+            "Sync only the jobs of shard `index` of `count` (a stable hash of source and job ID), with a "
+            "state of its own. N instances with indexes 0..N-1 together sync exactly what one would."
+        ),
+    ),
+    th.Property(
+        "max_listing_pages",
+        th.IntegerType,
+        default=5000,
+        description="Most pages one job listing may take; a listing that goes on (or loops) is an error.",
+    ),
     th.Property("cognite", _COGNITE, description="Cognite Data Fusion entity matching."),
     th.Property("clavata", _CLAVATA, description="Clavata content-policy evaluation jobs."),
     th.Property("talonic", _TALONIC, description="Talonic document extraction jobs."),
@@ -138,6 +165,8 @@ _BOUNDS = {
     "connect_timeout": (0.1, 600),
     "read_timeout": (0.1, 3600),
     "max_retry_wait": (0, 3600),
+    "lookback_window": (0, 30 * 86400),
+    "max_listing_pages": (1, 1_000_000),
 }
 
 
@@ -192,6 +221,14 @@ def semantic_errors(config: t.Mapping[str, t.Any]) -> list[str]:
             iso(start_date)
         except ValueError:
             errors.append(f"start_date: {start_date!r} is not an ISO 8601 date-time (e.g. 2025-01-01T00:00:00Z)")
+
+    shard = config.get("shard")
+    if isinstance(shard, Mapping):
+        index, count = shard.get("index"), shard.get("count")
+        if isinstance(count, int) and not isinstance(count, bool) and count < 1:
+            errors.append(f"shard.count: {count} must be at least 1")
+        elif isinstance(index, int) and isinstance(count, int) and not 0 <= index < count:
+            errors.append(f"shard.index: {index} must be between 0 and shard.count - 1 ({count - 1})")
 
     if not any(isinstance(config.get(name), dict) for name in SOURCES):
         errors.append(

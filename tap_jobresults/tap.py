@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import sys
 import typing as t
+from datetime import datetime, timezone
 
 from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import StateMessage
 
-from tap_jobresults import settings
+from tap_jobresults import sdk_hooks, settings
+from tap_jobresults import state as state_format
 from tap_jobresults.auth import ClientCredentials, StaticBearer
+from tap_jobresults.errors import StateError
 from tap_jobresults.http import SECRETS, ApiClient, ScrubSecretsFilter
-from tap_jobresults.lifecycle import Failures
+from tap_jobresults.lifecycle import Failures, Policy, Shard, iso
+from tap_jobresults.report import Reporter
 from tap_jobresults.sources import clavata, cognite, talonic
-from tap_jobresults.streams import JobStream, ResultStream
+from tap_jobresults.streams import JobStream, ResultStream, SyncRunsStream
 
 if t.TYPE_CHECKING:
     from types import FrameType
@@ -57,6 +63,8 @@ class TapJobResults(Tap):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self.failures = Failures()
+        self.reporter = Reporter()
+        self.run_started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         for handler in logging.getLogger().handlers:
             handler.addFilter(ScrubSecretsFilter())
         super().__init__(*args, **kwargs)
@@ -67,7 +75,7 @@ class TapJobResults(Tap):
         self._register_secrets()
         errors = settings.shape_errors(self.config)
         if not errors:  # the SDK's validator fills defaults and crashes on a section that is not an object
-            errors = super()._validate_config(raise_errors=False)
+            errors = sdk_hooks.sdk_validate_config(self)
             errors += settings.semantic_errors(self.config)
         if errors and raise_errors:
             raise ConfigValidationError("Config validation failed", errors=[SECRETS.scrub(e) for e in errors])
@@ -133,9 +141,22 @@ class TapJobResults(Tap):
             **timeouts,
         )
 
+    def _policy(self) -> Policy:
+        shard = self.config.get("shard")
+        start_date = self.config.get("start_date")
+        return Policy(
+            run_started=self.run_started,
+            lookback=self._number("lookback_window"),
+            shard=Shard(int(shard["index"]), int(shard["count"])) if isinstance(shard, dict) else None,
+            start_date=iso(start_date) if start_date else None,
+        )
+
     def discover_streams(self) -> list[Stream]:
         streams: list[Stream] = []
         width = int(self._number("max_concurrent_requests"))
+        max_pages = int(self._number("max_listing_pages"))
+        policy = self._policy()
+        heartbeat = SyncRunsStream(self)
         for vendor, stream_types in SOURCE_STREAMS.items():
             section = self.config.get(vendor)
             if not isinstance(section, dict):
@@ -144,14 +165,36 @@ class TapJobResults(Tap):
             parents: dict[type, JobStream] = {}
             for stream_type in stream_types:
                 if issubclass(stream_type, JobStream):
-                    source = stream_type.source_class(client, section, self.config.get("start_date"))
-                    parents[stream_type] = stream_type(self, source, self.failures, width)
-                    streams.append(parents[stream_type])
+                    source = stream_type.source_class(client, section, policy, max_pages)
+                    parent = stream_type(self, source, self.failures, width, self.reporter)
+                    parent.heartbeat = heartbeat
+                    parents[stream_type] = parent
+                    streams.append(parent)
                 elif issubclass(stream_type, ResultStream):
                     result_stream = stream_type(self)
                     result_stream.parent = parents[t.cast("type", stream_type.parent_stream_type)]
+                    result_stream.parent.result_streams.append(result_stream)
                     streams.append(result_stream)
+        streams.append(heartbeat)
         return streams
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def invoke(cls, *, state: t.IO[str] | None = None, **kwargs: t.Any) -> None:  # type: ignore[override]
+        """The CLI: a state file that is not JSON, or not a state this tap wrote, is refused here,
+        with a message naming it, before anything is synced."""
+        if state is not None:
+            try:
+                checked = state_format.parse(state.read(), f"state file {getattr(state, 'name', '')}".strip())
+            except StateError as exc:
+                cls.logger.error("%s. Nothing was synced; fix or reset the state.", exc)
+                sys.exit(1)
+            state = io.StringIO(json.dumps(checked))
+        super().invoke(state=state, **kwargs)
+
+    def load_state(self, state: dict[str, t.Any]) -> None:
+        super().load_state(state_format.check(state))
 
     # -- run -----------------------------------------------------------------------------------------
 
@@ -159,8 +202,22 @@ class TapJobResults(Tap):
     # has run can the tap tell whether some job could not be synced, and a cron user needs that
     # as a non-zero exit code, with the list of jobs concerned as the last log lines.
     def sync_all(self) -> None:  # type: ignore[misc]
-        super().sync_all()
-        sys.stdout.flush()
+        self.state["format_version"] = state_format.FORMAT_VERSION
+        try:
+            super().sync_all()
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The loader stopped reading: nothing more can be delivered. Its last confirmed STATE is
+            # the resume point; stdout goes nowhere from here so the interpreter can exit quietly.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            logger.error(
+                "The loader stopped reading the tap's output (broken pipe): the run ended early. "
+                "Check the loader's log; the next run resumes from the last state it confirmed."
+            )
+            sys.exit(1)
+        finally:
+            sdk_hooks.close_counters()
+        logger.info("%s", self.reporter.summary())
         if self.failures:
             logger.error(
                 "Sync finished with %d problem(s); the jobs concerned were not bookmarked and are "
@@ -175,7 +232,7 @@ class TapJobResults(Tap):
         # The SDK exits 0 here; a cron user must be able to tell an interrupted run from a
         # complete one. The state written is always a safe resume point (see lifecycle.py).
         try:
-            self._state_writer.write_state(self.state)
+            sdk_hooks.write_tap_state(self)
             sys.stdout.flush()
         finally:
             logger.error(

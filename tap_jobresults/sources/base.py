@@ -5,24 +5,34 @@ from __future__ import annotations
 import abc
 import logging
 import typing as t
+from urllib.parse import quote
+
+import msgspec
 
 from tap_jobresults.errors import MalformedPayload
 from tap_jobresults.http import ApiClient
-from tap_jobresults.lifecycle import Bookmark, FetchedJob, JobKey, JobRef, iso
+from tap_jobresults.lifecycle import Bookmark, FetchedJob, JobKey, JobRef, Policy, iso
 
 logger = logging.getLogger("tap-jobresults")
+
+DEFAULT_MAX_PAGES = 5000
 
 
 class JobSource(abc.ABC):
     """One kind of job of one vendor, feeding one job-level stream and its result streams."""
 
-    vendor: str  # config section: "cognite", "clavata", "talonic"
+    name: str  # "talonic", "clavata", "cognite predict jobs", ...: names it in logs and in shard hashes
+    setting: str  # the config section: "cognite", "clavata", "talonic"
     terminal_statuses: frozenset[str]
+    early_stop = False  # may the listing walk stop at the bookmark (see Listing)?
 
-    def __init__(self, client: ApiClient, section: t.Mapping[str, t.Any], start_date: str | None) -> None:
+    def __init__(
+        self, client: ApiClient, section: t.Mapping[str, t.Any], policy: Policy, max_pages: int = DEFAULT_MAX_PAGES
+    ) -> None:
         self.client = client
         self.section = section
-        self.start_date = iso(start_date) if start_date else None
+        self.policy = policy
+        self.max_pages = max_pages
 
     def is_finished(self, status: t.Any) -> bool:
         """Terminal statuses only; anything else, including statuses no doc lists, is unfinished."""
@@ -34,12 +44,44 @@ class JobSource(abc.ABC):
         """Bookmark partitions (CDF: one per pipeline). Most sources have one."""
         return ["all"]
 
-    def bookmark(self, state: dict) -> Bookmark:
-        return Bookmark(state)
+    def partition_name(self, partition: str) -> str:
+        """How logs name a partition: the source, or 'CDF pipeline 7'."""
+        return self.name
 
-    @abc.abstractmethod
+    def bookmark(self, state: dict) -> Bookmark:
+        return Bookmark(state, self.policy)
+
     def discover(self, partition: str, bookmark: Bookmark) -> list[JobRef]:
-        """Jobs of the partition that are new since the bookmark (not the pending ones)."""
+        """Jobs of the partition to fetch this run: pending ones, and listed ones not yet synced."""
+        listing = Listing(
+            self.list_label(partition),
+            self.name,
+            bookmark,
+            lambda job_id: self.label(partition, job_id),
+            early_stop=self.early_stop,
+        )
+        self.walk(partition, listing)
+        return listing.result()
+
+    def synced_jobs(self, partition: str, bookmark: Bookmark) -> list[JobRef]:
+        """The finished jobs already synced (to backfill a newly selected result stream)."""
+        listing = Listing(
+            self.list_label(partition),
+            self.name,
+            bookmark,
+            lambda job_id: self.label(partition, job_id),
+            early_stop=False,
+            backfill=True,
+        )
+        self.walk(partition, listing, full=True)
+        return listing.result()
+
+    def list_label(self, partition: str) -> str:
+        return f"listing {self.name} jobs"
+
+    def walk(self, partition: str, listing: Listing, *, full: bool = False) -> None:
+        """Offer every listed job of the partition to `listing` (until it says stop)."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def label(self, partition: str, job_id: str) -> str:
@@ -50,13 +92,46 @@ class JobSource(abc.ABC):
         """Fetch one job (at most one request per job); runs on a worker thread."""
 
     def is_before_start(self, created: str | None) -> bool:
-        return bool(self.start_date and created and created < self.start_date)
+        return self.policy.before_start(created)
+
+    def pages(
+        self, what: str, get_page: t.Callable[[str | None], tuple[list, str | None]]
+    ) -> t.Iterator[list]:
+        """Walk a cursor-paged listing: `get_page(cursor)` returns (items, next cursor or None).
+
+        A hostile or broken server cannot keep the walk going: a cursor seen before in this walk,
+        or more than `max_listing_pages` pages, ends it with an error, before anything from it is
+        bookmarked.
+        """
+        seen: set[str] = set()
+        cursor: str | None = None
+        for _ in range(self.max_pages):
+            items, next_cursor = get_page(cursor)
+            yield items
+            if not next_cursor:
+                return
+            if next_cursor in seen or next_cursor == cursor:
+                raise MalformedPayload(
+                    self.setting, what, "the listing loops (a page cursor came back a second time); nothing past it is bookmarked"
+                )
+            seen.add(next_cursor)
+            cursor = next_cursor
+        raise MalformedPayload(
+            self.setting,
+            what,
+            f"the listing did not end within {self.max_pages} pages (max_listing_pages); nothing past it is bookmarked",
+        )
+
+
+def path_id(job_id: t.Any) -> str:
+    """A job ID as one URL path segment: IDs come from listings, and '../x?y#z' must stay an ID."""
+    return quote(str(job_id), safe="")
 
 
 def require(
     source: str, what: str, payload: t.Any, field: str, kind: type | tuple[type, ...], *, optional: bool = False
 ) -> t.Any:
-    """Read a documented field, or raise a MalformedPayload that names the job and the field."""
+    """Read a field the tap cannot do without, or raise a MalformedPayload naming the job and field."""
     if not isinstance(payload, dict):
         raise MalformedPayload(source, what, f"expected a JSON object, got {type(payload).__name__}")
     value = payload.get(field)
@@ -69,6 +144,15 @@ def require(
             source, what, f"field '{field}' should be {_kind_name(kind)}, got {type(value).__name__}"
         )
     return value
+
+
+def objects(source: str, what: str, body: t.Any, field: str) -> list:
+    """An optional array of objects (absent or null: empty); anything else is malformed."""
+    items = require(source, what, body, field, list, optional=True) or []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise MalformedPayload(source, what, f"{field}[{index}] should be an object, got {type(item).__name__}")
+    return items
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -87,73 +171,128 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in _as_tuple(kind)))
 
 
-def timestamp(source: str, what: str, value: t.Any, field: str) -> str | None:
+def created_of(value: t.Any) -> str:
+    """A listed job's creation time as a bookmark key part; unparseable or absent: ''."""
     try:
-        return iso(value)
-    except ValueError as exc:
-        raise MalformedPayload(source, what, f"field '{field}': {exc}") from None
+        return iso(value) or ""
+    except ValueError:
+        return ""
 
 
-class NewestFirstListing:
-    """Walks a paged job listing and decides when the rest of it cannot hold jobs we need.
+class Listing:
+    """Takes the jobs of a paged listing and decides which to fetch, and when paging can stop.
 
-    Needed: jobs past the high-water mark, and the pending jobs (whose listed summary saves a fetch
-    while they are still unfinished). No vendor documents the order of its listing, so stopping
-    early is a bet on it: with `early_stop`, once the jobs seen came newest first, a page that ends
-    below everything needed ends the walk; any job out of creation order (a listing sorted by
-    status time, say) cancels the bet and the listing is read to the end. Without `early_stop` it
-    is always read to the end. Pending jobs the listing did not show are fetched by ID.
+    Fetched: the pending jobs (their listed summary saves a fetch while they are unfinished) and the
+    listed jobs the bookmark has not synced (new ones, and late ones inside the lookback window),
+    of this instance's shard. No vendor documents the order of its listing, so stopping early is a
+    bet on it: with `early_stop`, once the jobs seen came newest first, a page that ends below
+    everything needed ends the walk; any job out of creation order (a listing sorted by status
+    time, say) cancels the bet and the listing is read to the end. Pending jobs the listing did not
+    show are fetched by ID.
     """
 
     def __init__(
         self,
         label: str,
+        source: str,
         bookmark: Bookmark,
-        start_date: str | None,
         make_label: t.Callable[[str], str],
         *,
         early_stop: bool = True,
+        backfill: bool = False,
     ) -> None:
         self.label = label
+        self.backfill = backfill
+        self.source = source
+        self.bookmark = bookmark
         self.early_stop = early_stop
-        self.hwm = bookmark.hwm
         self.pending = dict(bookmark.pending)
-        self.start_date = start_date
         self.make_label = make_label
         self.previous: JobKey | None = None
         self.ordered = True
         self.descending = False  # evidence, not assumption: stop only after seeing a newer-to-older step
         self.refs: dict[str, JobRef] = {}
+        self.listed = 0
 
     @property
     def floor(self) -> JobKey | None:
         """Oldest key still needed: below it, a newest-first listing holds nothing for us."""
         keys = [JobKey(created, job_id) for job_id, created in self.pending.items() if job_id not in self.refs]
-        if self.hwm is not None:
-            keys.append(self.hwm)
-        if self.start_date and (not keys or self.hwm is None):
-            keys.append(JobKey(self.start_date, ""))
-        return min(keys) if keys else None
+        floor = self.bookmark.floor
+        start = self.bookmark.policy.start_date
+        if floor is not None:
+            keys.append(floor)
+        elif start:
+            keys.append(JobKey(start, ""))
+        else:
+            return None  # no floor yet: every job is needed
+        return min(keys)
 
     def offer(self, key: JobKey, summary: t.Any) -> bool:
         """Take one listed job; return False when paging can stop."""
+        self.listed += 1
         if self.previous is not None:
             if key > self.previous and self.ordered:
                 self.ordered = False
-                logger.info("%s: the listing is not newest-first; reading all of it", self.label)
+                logger.debug("%s: the listing is not newest-first; reading all of it", self.label)
             elif key < self.previous:
                 self.descending = True
         self.previous = key
+        if self.backfill:
+            policy = self.bookmark.policy
+            if (
+                key.id not in self.pending
+                and self.bookmark.synced(key)
+                and policy.owns(self.source, key.id)
+                and not policy.before_start(key.created)
+            ):
+                self.refs[key.id] = JobRef(key, self.make_label(key.id), summary=summary)
+            return True
         if key.id in self.pending:
             self.refs[key.id] = JobRef(key, self.make_label(key.id), summary=summary, pending=True)
-        elif (self.hwm is None or key > self.hwm) and not (self.start_date and key.created < self.start_date):
+        elif key.id not in self.refs and self.bookmark.wanted(self.source, key):
             self.refs[key.id] = JobRef(key, self.make_label(key.id), summary=summary)
         floor = self.floor
-        return not (self.early_stop and self.ordered and self.descending and floor is not None and key < floor)
+        return not (
+            self.early_stop and self.ordered and self.descending and floor is not None and key.created and key < floor
+        )
 
     def result(self) -> list[JobRef]:
         """Everything to process, in bookmark order; unseen pending jobs are fetched by ID."""
-        for job_id, created in self.pending.items():
+        for job_id, created in {} if self.backfill else self.pending.items():
             if job_id not in self.refs:
                 self.refs[job_id] = JobRef(JobKey(created, job_id), self.make_label(job_id), pending=True)
         return sorted(self.refs.values(), key=lambda ref: ref.key)
+
+
+_ANY = msgspec.json.Decoder()
+_ARRAY = msgspec.json.Decoder(list[msgspec.Raw] | None)
+BODY = dict[str, msgspec.Raw]  # decode_as for job bodies: top-level fields, each still raw JSON
+
+
+def split_body(source: str, what: str, body: dict[str, msgspec.Raw], arrays: t.Iterable[str]) -> tuple[dict, dict]:
+    """A job body decoded to its small fields, plus its big arrays as raw JSON objects, one per element.
+
+    Big arrays (CDF items, run matches, Talonic rows) stay undecoded slices of the body until they
+    are written, so a 100k-item job costs its body's bytes in memory, not several times that in
+    Python objects. Every element is checked to be an object before the first record is written.
+    """
+    big = set(arrays)
+    small = {key: _ANY.decode(raw) for key, raw in body.items() if key not in big}
+    parts: dict[str, list[msgspec.Raw]] = {}
+    for key in big:
+        if key not in body:
+            continue
+        try:
+            elements = _ARRAY.decode(body[key])
+        except msgspec.ValidationError:
+            raise MalformedPayload(source, what, f"field '{key}' should be an array") from None
+        for index, element in enumerate(elements or ()):
+            if bytes(memoryview(element)[:1]) != b"{":
+                raise MalformedPayload(source, what, f"{key}[{index}] should be an object")
+        parts[key] = elements or []
+    return small, parts
+
+
+def decode(raw: msgspec.Raw) -> dict:
+    return _ANY.decode(raw)

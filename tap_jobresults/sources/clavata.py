@@ -1,15 +1,19 @@
 """Clavata content-policy evaluation jobs, over the REST gateway (grpc-gateway in front of gRPC).
 
-JSON names are the proto JSON names (camelCase); proto3 may leave zero-valued fields out, and an
-unset timestamp reads 1970-01-01T00:00:00Z: both mean "not set".
+JSON names are the proto JSON names (camelCase). The gateway may send every field (protojson
+`EmitUnpopulated`: "" / [] / null) or leave zero values out; both mean "not set", and an unset
+timestamp reads 1970-01-01T00:00:00Z. Fields no column carries (INTERNAL ones included) are kept
+in `extra_fields` when they hold a value.
 """
 
 from __future__ import annotations
 
 import typing as t
 
-from tap_jobresults.lifecycle import Bookmark, FetchedJob, JobKey, JobRef
-from tap_jobresults.sources.base import JobSource, NewestFirstListing, require, timestamp
+from tap_jobresults.errors import MalformedPayload
+from tap_jobresults.lifecycle import FetchedJob, JobKey, JobRef
+from tap_jobresults.records import Unfit, build, col, to_list, to_num, to_obj, to_str, to_ts
+from tap_jobresults.sources.base import JobSource, Listing, created_of, objects, path_id, require
 from tap_jobresults.streams import JobStream, ResultStream
 
 TERMINAL = frozenset({"JOB_STATUS_COMPLETED", "JOB_STATUS_FAILED", "JOB_STATUS_CANCELED"})
@@ -21,86 +25,134 @@ JOB_STATUSES = (
     "JOB_STATUS_FAILED",
     "JOB_STATUS_CANCELED",
 )  # index = proto enum number
+OUTCOMES = ("OUTCOME_UNSPECIFIED", "OUTCOME_TRUE", "OUTCOME_FALSE", "OUTCOME_FAILED")
 PAGE_SIZE = 500
 
 
+def enum(names: tuple[str, ...]) -> t.Callable[[t.Any], str | None]:
+    """A proto enum as its name; a gateway may send the number."""
+
+    def convert(value: t.Any) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if 0 <= value < len(names):
+                return names[value]
+            return str(value)
+        if isinstance(value, str):
+            return value or None
+        raise Unfit
+
+    return convert
+
+
+def text(value: t.Any) -> str | None:
+    """A proto string: "" is unset."""
+    return to_str(value) or None
+
+
+JOB = (
+    col("job_uuid", "jobUuid", convert=text),
+    col("status", "status", convert=enum(JOB_STATUSES), default="JOB_STATUS_UNSPECIFIED"),
+    col("customer_id", "customerId", convert=text),
+    col("policy_id", "policyId", convert=text),
+    col("policy_version_id", "policyVersionId", convert=text),
+    col("label_id", "labelId", convert=text),
+    col("label_version_id", "labelVersionId", convert=text),
+    col("job_type", "jobType", convert=enum(("JOB_TYPE_UNSPECIFIED",))),
+    col("threshold", "threshold", convert=to_num, default=0.0),
+    col("created", "created", convert=to_ts),
+    col("updated", "updated", convert=to_ts),
+    col("completed", "completed", convert=to_ts),
+    col("content_data", "contentData", convert=to_list, default=[]),
+)
+
+REPORT = (
+    col("content_hash", "report.contentHash", "contentHash", convert=text),
+    col("policy_id", "report.policyId", convert=text),
+    col("policy_key", "report.policyKey", convert=text),
+    col("policy_version_id", "report.policyVersionId", convert=text),
+    col("label_id", "report.labelId", convert=text),
+    col("label_version_id", "report.labelVersionId", convert=text),
+    # reviewResult.outcome, else the deprecated `result` (older reports, or an outcome proto3 left out)
+    col("outcome", "report.reviewResult.outcome", "report.result", convert=enum(OUTCOMES)),
+    col("score", "report.reviewResult.score", convert=to_num),
+    col("threshold", "report.threshold", convert=to_num, default=0.0),
+    col("label_matches", "report.labelMatches", convert=to_obj, default={}),
+    col("section_evaluation_reports", "report.sectionEvaluationReports", convert=to_list, default=[]),
+    col("exception_evaluation_report", "report.exceptionEvaluationReport", convert=to_obj),
+    col("token_usage", "report.tokenUsage", convert=to_obj),
+    col("content_metadata", "report.contentMetadata", convert=to_obj, default={}),
+    col("created", "created", convert=to_ts),
+    col("job_uuid", "jobUuid", convert=text),
+)
+
+
 class ClavataJobs(JobSource):
-    vendor = "clavata"
+    name = "clavata"
+    setting = "clavata"
     terminal_statuses = TERMINAL
 
     def label(self, partition: str, job_id: str) -> str:
         return f"Clavata job {job_id}"
+
+    def list_label(self, partition: str) -> str:
+        return "listing Clavata jobs"
 
     def partitions(self) -> list[str]:
         # A bookmark taken under one policy filter says nothing about another policy's jobs.
         policy = self.section.get("policy_id")
         return [f"policy:{policy}" if policy else "all"]
 
-    def discover(self, partition: str, bookmark: Bookmark) -> list[JobRef]:
-        what = "listing Clavata jobs"
-        listing = NewestFirstListing(what, bookmark, self.start_date, lambda job_id: self.label(partition, job_id))
-        floor = listing.floor
+    def walk(self, partition: str, listing: Listing, *, full: bool = False) -> None:
+        what = self.list_label(partition)
         params: dict[str, t.Any] = {"pageSize": PAGE_SIZE}
+        floor = listing.floor if not full else None
         if floor is not None and floor.created:
-            # The server filters on creation time; the boundary job itself is deduped by UUID.
+            # Filtered on creation time from the bookmark's floor (the lookback window's start, or
+            # the oldest pending job); everything above it is deduped against the bookmark.
             params["query.createdTimeRange.start"] = floor.created
             params["query.createdTimeRange.inclusive"] = "true"
         if self.section.get("policy_id"):
             params["query.policyId"] = self.section["policy_id"]
-        token = None
-        while True:
-            if token:
-                params["pageToken"] = token
-            body = self.client.get_json("/v1/jobs", what, params=params)
-            for summary in require("clavata", what, body, "jobs", list, optional=True) or []:
-                job_uuid = require("clavata", what, summary, "jobUuid", str)
-                created = timestamp("clavata", what, summary.get("created"), "created") or ""
-                listing.offer(JobKey(created, job_uuid), summary)  # filtered server-side: read every page
+
+        def page(token: str | None) -> tuple[list, str | None]:
+            query = {**params, "pageToken": token} if token else params
+            body = self.client.get_json("/v1/jobs", what, params=query)
+            if not isinstance(body, dict):
+                raise MalformedPayload("clavata", what, f"expected a JSON object, got {type(body).__name__}")
+            if "jobs" not in body and ("code" in body or "message" in body):
+                raise MalformedPayload("clavata", what, f"an error body with HTTP 200 ({str(body.get('message'))[:200]})")
             next_token = body.get("nextPageToken")
-            if not next_token or next_token == token:
-                return listing.result()
-            token = next_token
+            return objects("clavata", what, body, "jobs"), next_token if isinstance(next_token, str) else None
+
+        for jobs in self.pages(what, page):
+            for summary in jobs:
+                job_uuid = require("clavata", what, summary, "jobUuid", str)
+                listing.offer(JobKey(created_of(summary.get("created")), job_uuid), summary)
 
     def fetch(self, partition: str, ref: JobRef, want_results: bool) -> FetchedJob:
         what = ref.label
         summary = ref.summary
-        if summary is not None and not self.is_finished(summary.get("status")):
+        if summary is not None and not self.is_finished(enum(JOB_STATUSES)(summary.get("status") or 0)):
             job = summary  # "Incomplete jobs will only include basic information" anyway
             has_results = False
         else:
-            body = self.client.get_json(f"/v1/jobs/{ref.key.id}", what)
+            body = self.client.get_json(f"/v1/jobs/{path_id(ref.key.id)}", what)
             job = require("clavata", what, body, "job", dict)
             has_results = True
-        status = job.get("status") or "JOB_STATUS_UNSPECIFIED"  # proto3 omits the zero enum
-        if isinstance(status, int) and not isinstance(status, bool) and 0 <= status < len(JOB_STATUSES):
-            status = JOB_STATUSES[status]  # a gateway may send enum numbers
-        if not isinstance(status, str):
-            status = str(status)
-        finished = self.is_finished(status)
-        results = require("clavata", what, job, "results", list, optional=True) or []
+        results = objects("clavata", what, job, "results")
         for index, result in enumerate(results):
-            require("clavata", f"{what} results[{index}]", result, "report", dict, optional=True)
-            timestamp("clavata", f"{what} results[{index}]", result.get("created"), "created")
-        record: dict[str, t.Any] = {
-            "job_uuid": require("clavata", what, job, "jobUuid", str),
-            "status": status,
-            "finished": finished,
-            "customer_id": job.get("customerId") or None,
-            "policy_id": job.get("policyId") or None,
-            "policy_version_id": job.get("policyVersionId") or None,
-            "label_id": job.get("labelId") or None,
-            "label_version_id": job.get("labelVersionId") or None,
-            "job_type": job.get("jobType") or None,
-            "threshold": job.get("threshold", 0.0),
-            "created": timestamp("clavata", what, job.get("created"), "created"),
-            "updated": timestamp("clavata", what, job.get("updated"), "updated"),
-            "completed": timestamp("clavata", what, job.get("completed"), "completed"),
-            "content_data": job.get("contentData") or [],
-            "result_count": len(results) if has_results and finished else None,
-        }
+            report = result.get("report")
+            if report is not None and not isinstance(report, dict):
+                raise MalformedPayload("clavata", f"{what} results[{index}]", "field 'report' should be an object")
+        record = build({k: v for k, v in job.items() if k != "results"}, JOB, proto3=True)
+        if record["job_uuid"] is None:
+            raise MalformedPayload("clavata", what, "required field 'jobUuid' is missing")
+        finished = self.is_finished(record["status"])
+        record["finished"] = finished
+        record["result_count"] = len(results) if has_results and finished else None
         if self.is_before_start(record["created"]):
             return FetchedJob(ref, finished=True, record=None)
-        payload = job if has_results and finished and results else None
+        payload = results if has_results and finished and results else None
         return FetchedJob(ref, finished=finished, record=record, payload=payload)
 
 
@@ -117,35 +169,16 @@ class ClavataReportsStream(ResultStream):
 
     def rows(self, job: FetchedJob) -> t.Iterable[dict]:
         job_uuid = job.fields["job_uuid"]
-        for index, result in enumerate(job.payload["results"]):
-            report = result.get("report") or {}
-            review_result = report.get("reviewResult")
-            reviewed = isinstance(review_result, dict)
-            review: dict = review_result if isinstance(review_result, dict) else {}
-            # reviewResult.outcome, else the deprecated `result` (older reports, or an outcome that
-            # proto3 left out as the zero value); a reviewResult without score means a score of 0.
-            outcome = review.get("outcome") or report.get("result")
-            outcome = outcome or ("OUTCOME_UNSPECIFIED" if reviewed else None)
-            score = review.get("score", 0.0) if reviewed else None
-            yield {
-                "job_uuid": job_uuid,
-                "result_index": index,
-                "content_hash": report.get("contentHash") or None,
-                "policy_id": report.get("policyId") or None,
-                "policy_key": report.get("policyKey") or None,
-                "policy_version_id": report.get("policyVersionId") or None,
-                "label_id": report.get("labelId") or None,
-                "label_version_id": report.get("labelVersionId") or None,
-                "outcome": outcome,
-                "score": score,
-                "threshold": report.get("threshold", 0.0),
-                "label_matches": report.get("labelMatches") or {},
-                "section_evaluation_reports": report.get("sectionEvaluationReports") or [],
-                "exception_evaluation_report": report.get("exceptionEvaluationReport"),
-                "token_usage": report.get("tokenUsage"),
-                "content_metadata": report.get("contentMetadata") or {},
-                "created": timestamp("clavata", f"Clavata job {job_uuid}", result.get("created"), "created"),
-            }
+        for index, result in enumerate(job.payload):
+            row = build(result, REPORT, proto3=True)
+            review = (result.get("report") or {}).get("reviewResult")
+            if isinstance(review, dict):
+                # A reviewResult without outcome or score: proto3 left out the zero values.
+                row["outcome"] = row["outcome"] or "OUTCOME_UNSPECIFIED"
+                row["score"] = 0.0 if row["score"] is None else row["score"]
+            row["job_uuid"] = job_uuid
+            row["result_index"] = index
+            yield row
 
 
 STREAMS = (ClavataJobsStream, ClavataReportsStream)

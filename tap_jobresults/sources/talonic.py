@@ -1,7 +1,10 @@
 """Talonic document extraction jobs (GET /v1/jobs, GET /v1/jobs/{id}/results).
 
-The docs disagree on status words (complete/completed, queued/pending) and on validation_flags
-(strings in the prose, objects in the OpenAPI model): every spelling is accepted and kept as sent.
+The vendor's documents and SDKs disagree on names (total_documents / document_count, phase /
+current_phase, document_filename / filename), on status words (complete/completed, queued/pending),
+on `progress` (0-100 in the API reference, a 0-1 fraction in an older draft) and on
+validation_flags (strings in the prose, objects in the OpenAPI model): every spelling is accepted
+and lands in one column; whatever no column carries is kept in `extra_fields`.
 Results are readable while a job is processing; such rows are emitted early and again, with the
 same `id`, once the job finishes.
 """
@@ -10,38 +13,87 @@ from __future__ import annotations
 
 import typing as t
 
-import msgspec
-
 from tap_jobresults.errors import MalformedPayload, NotFoundError
-from tap_jobresults.lifecycle import Bookmark, FetchedJob, JobKey, JobRef
-from tap_jobresults.sources.base import JobSource, NewestFirstListing, logger, require, timestamp
+from tap_jobresults.lifecycle import FetchedJob, JobKey, JobRef
+from tap_jobresults.records import build, col, to_int, to_list, to_num, to_obj, to_str, to_ts, Unfit
+from tap_jobresults.sources.base import (
+    BODY,
+    JobSource,
+    Listing,
+    created_of,
+    decode,
+    logger,
+    objects,
+    path_id,
+    require,
+    split_body,
+)
 from tap_jobresults.streams import JobStream, ResultStream
 
 TERMINAL = frozenset({"complete", "completed", "failed", "cancelled", "canceled"})
 PAGE_LIMIT = 100  # documented maximum is 500; 100 keeps a page's latency low
 
 
-class _Row(msgspec.Struct):
-    id: str
-    values: dict | None = None
-    confidence: float | None = None
-    validation_flags: list[str | dict] | None = None  # strings (docs) or objects (OpenAPI)
+def percent(value: t.Any) -> float | int:
+    """`progress` as a percentage: the API reference says 0-100, an older draft a 0-1 fraction
+    (1.0 when done). A non-integral number up to 1, or the float 1.0, is read as a fraction."""
+    number = to_num(value)
+    if isinstance(number, float) and 0 <= number <= 1 and (number < 1 or str(number) == "1.0"):
+        return round(number * 100, 6)
+    if not 0 <= number <= 100:
+        raise Unfit
+    return number
 
 
-class ResultsBody(msgspec.Struct):
-    """GET /v1/jobs/{id}/results; rows stay raw JSON slices until emitted (one row per document)."""
+JOB = (
+    col("job_id", "id", convert=to_str),
+    col("status", "status", convert=to_str),
+    col("name", "name", convert=to_str),
+    col("schema_id", "schema.id", "schema_id", convert=to_str),
+    col("schema_name", "schema.name", "schema_name", convert=to_str),
+    col("document_count", "document_count", "total_documents", convert=to_int),
+    col("completed_documents", "completed_documents", convert=to_int),
+    col("failed_documents", "failed_documents", convert=to_int),
+    col("progress", "progress", convert=percent),
+    col("current_phase", "current_phase", "phase", convert=to_str),
+    col("grid_stats", "grid_stats", convert=to_obj),
+    col("error", "error", convert=to_obj),
+    col("error_code", "error.code", convert=to_str),
+    col("error_message", "error.message", convert=to_str),
+    col("created_at", "created_at", convert=to_ts),
+    col("started_at", "started_at", convert=to_ts),
+    col("completed_at", "completed_at", convert=to_ts),
+)
 
-    job_status: str | None = None
-    data: list[msgspec.Raw] | None = None
+ROW = (
+    col("id", "id", convert=to_str),
+    col("document_id", "document_id", convert=to_str),
+    col("filename", "filename", "document_filename", convert=to_str),
+    col("status", "status", convert=to_str),
+    col("values", "values", "result", convert=to_obj),
+    col("confidence", "confidence", convert=to_num),
+    col("validation_flags", "validation_flags", convert=to_list, default=[]),
+)
+
+# A 200 that is an error envelope (talonic.com/docs/api/error-format), not a listing or results.
+ERROR_ENVELOPE_KEYS = ("statusCode", "error", "message", "code")
 
 
-_ROW = msgspec.json.Decoder(_Row)
-_ANY = msgspec.json.Decoder()
+def _error_envelope(body: dict) -> str | None:
+    if "data" in body:
+        return None
+    found = [key for key in ERROR_ENVELOPE_KEYS if key in body]
+    if len(found) >= 2 or "statusCode" in body:
+        message = body.get("message") or body.get("error") or body.get("code")
+        return f"an error envelope with HTTP 200 ({str(message)[:200]})"
+    return None
 
 
 class ExtractionJobs(JobSource):
-    vendor = "talonic"
+    name = "talonic"
+    setting = "talonic"
     terminal_statuses = TERMINAL
+    early_stop = True  # the cursor encodes createdAt: newest first, checked as the pages come
 
     def is_finished(self, status: t.Any) -> bool:
         return isinstance(status, str) and status.lower() in self.terminal_statuses
@@ -49,85 +101,95 @@ class ExtractionJobs(JobSource):
     def label(self, partition: str, job_id: str) -> str:
         return f"Talonic job {job_id}"
 
-    def discover(self, partition: str, bookmark: Bookmark) -> list[JobRef]:
-        what = "listing Talonic jobs"
-        listing = NewestFirstListing(what, bookmark, self.start_date, lambda job_id: self.label(partition, job_id))
-        cursor = None
-        while True:
+    def list_label(self, partition: str) -> str:
+        return "listing Talonic jobs"
+
+    def walk(self, partition: str, listing: Listing, *, full: bool = False) -> None:
+        what = self.list_label(partition)
+        go_on = True
+
+        def page(cursor: str | None) -> tuple[list, str | None]:
             params: dict[str, t.Any] = {"limit": PAGE_LIMIT}
             if cursor:
                 params["cursor"] = cursor
             body = self.client.get_json("/v1/jobs", what, params=params)
-            go_on = True
-            for job in require("talonic", what, body, "data", list, optional=True) or []:
-                job_id = require("talonic", what, job, "id", str)
-                created = timestamp("talonic", what, job.get("created_at"), "created_at") or ""
-                go_on = listing.offer(
-                    JobKey(created, job_id), job
-                )  # the whole page: a later job may prove the order wrong
+            if not isinstance(body, dict):
+                raise MalformedPayload("talonic", what, f"expected a JSON object, got {type(body).__name__}")
+            if problem := _error_envelope(body):
+                raise MalformedPayload("talonic", what, problem)
+            jobs = objects("talonic", what, body, "data")
             pagination = body.get("pagination") if isinstance(body.get("pagination"), dict) else {}
-            next_cursor = pagination.get("next_cursor")
             total = body.get("total")
-            if not pagination and isinstance(total, int) and total > len(body.get("data") or []):
+            if not pagination and isinstance(total, int) and total > len(jobs):
                 # The generic page-based envelope ({data, total, links}) has no cursor to follow:
                 # reading one page and moving the bookmark would lose the others.
                 raise MalformedPayload(
                     "talonic", what, f"a page-based answer ({total} jobs, no cursor) where a cursor page was expected"
                 )
+            next_cursor = pagination.get("next_cursor")
+            if pagination.get("has_more") is True and not next_cursor:
+                raise MalformedPayload("talonic", what, "has_more is true but there is no next_cursor to follow")
             # A cursor means more, unless has_more says otherwise.
-            if not go_on or pagination.get("has_more") is False or not next_cursor or next_cursor == cursor:
-                return listing.result()
-            cursor = next_cursor
+            return jobs, (next_cursor if pagination.get("has_more") is not False else None)
+
+        for jobs in self.pages(what, page):
+            for job in jobs:
+                job_id = require("talonic", what, job, "id", (str, int))
+                go_on = listing.offer(JobKey(created_of(job.get("created_at")), str(job_id)), job)
+            if not go_on:  # only at a page end: a later job on the page may prove the order wrong
+                return
 
     def fetch(self, partition: str, ref: JobRef, want_results: bool) -> FetchedJob:
         what = ref.label
         job = ref.summary
         if job is None:  # a pending job the listing did not show
-            job = self.client.get_json(f"/v1/jobs/{ref.key.id}", what)
-        status = require("talonic", what, job, "status", str)
-        schema = job.get("schema") if isinstance(job.get("schema"), dict) else {}
-        error = job.get("error") if isinstance(job.get("error"), dict) else None
-        record: dict[str, t.Any] = {
-            "job_id": require("talonic", what, job, "id", str),
-            "status": status,
-            "finished": self.is_finished(status),
-            "name": job.get("name"),
-            "schema_id": schema.get("id"),
-            "schema_name": schema.get("name"),
-            "document_count": job.get("document_count"),
-            "completed_documents": job.get("completed_documents"),
-            "progress": job.get("progress"),
-            "current_phase": job.get("current_phase"),
-            "grid_stats": job.get("grid_stats"),
-            "error": error,
-            "error_code": error.get("code") if error else None,
-            "error_message": error.get("message") if error else None,
-            "created_at": timestamp("talonic", what, job.get("created_at"), "created_at"),
-            "started_at": timestamp("talonic", what, job.get("started_at"), "started_at"),
-            "completed_at": timestamp("talonic", what, job.get("completed_at"), "completed_at"),
-        }
+            job = self.client.get_json(f"/v1/jobs/{path_id(ref.key.id)}", what)
+        if not isinstance(job, dict):
+            raise MalformedPayload("talonic", what, f"expected a JSON object, got {type(job).__name__}")
+        record = build(job, JOB)
+        if record["job_id"] is None:
+            raise MalformedPayload("talonic", what, "required field 'id' is missing")
+        raw_progress = job.get("progress")
+        if record["progress"] is not None and record["progress"] != raw_progress:
+            record["extra_fields"] = {**(record["extra_fields"] or {}), "progress": raw_progress}  # as sent
+        status = record["status"] or ""
+        record["finished"] = self.is_finished(status)
         if self.is_before_start(record["created_at"]):
             return FetchedJob(ref, finished=True, record=None)
         payload = None
         if want_results and status.lower() not in ("pending", "queued"):
+            results_what = f"{what} results"
             try:
-                results: ResultsBody = self.client.get_json(
-                    f"/v1/jobs/{ref.key.id}/results", f"{what} results", decode_as=ResultsBody
-                )
+                body = self.client.get_json(f"/v1/jobs/{path_id(ref.key.id)}/results", results_what, decode_as=BODY)
             except NotFoundError:
                 # The job was listed, so it exists: it has no results (yet, or ever, if it failed).
-                logger.info("%s has no results (404); its job record is synced without rows", what)
+                logger.debug("%s has no results (404); its job record is synced without rows", what)
                 return FetchedJob(ref, finished=record["finished"], record=record)
-            for index, raw in enumerate(results.data or []):  # check every row before the first is written
-                try:
-                    _ROW.decode(raw)
-                except msgspec.ValidationError as exc:
-                    raise MalformedPayload("talonic", f"{what} results", f"data[{index}]: {exc}") from None
-            payload = results if results.data else None
-            if results.job_status is not None and not self.is_finished(results.job_status):
+            small, arrays = split_body("talonic", results_what, body, ("data",))
+            if problem := _error_envelope(small):
+                raise MalformedPayload("talonic", results_what, problem)
+            rows = arrays.get("data") or []
+            if not rows and status.lower() not in ("failed", "cancelled", "canceled"):
+                # {}, or data: null, for a job whose listing says it has documents is a failed
+                # fetch, not "0 rows, done"; so is an empty grid for documents said to be complete.
+                no_data = "data" not in body or bytes(body["data"]) == b"null"
+                if no_data:
+                    promised = max(record["completed_documents"] or 0, record["document_count"] or 0)
+                else:  # rows may not be flushed yet while the job runs
+                    promised = (record["completed_documents"] or 0) if record["finished"] else 0
+                if promised > 0:
+                    found = "no 'data'" if no_data else "an empty 'data'"
+                    raise MalformedPayload(
+                        "talonic", results_what, f"{found}, but the job reports {promised} documents"
+                    )
+            job_status = small.get("job_status")
+            payload = {"job_status": job_status if isinstance(job_status, str) else None, "rows": rows}
+            if isinstance(job_status, str) and not self.is_finished(job_status):
                 # Results flush phase by phase: a job listed as done whose grid is not final yet
                 # stays pending, so its rows are read again next run.
                 record["finished"] = False
+            if not rows:
+                payload = None
         return FetchedJob(ref, finished=record["finished"], record=record, payload=payload)
 
 
@@ -144,20 +206,17 @@ class ExtractionRowsStream(ResultStream):
 
     def rows(self, job: FetchedJob) -> t.Iterable[dict]:
         job_id = job.fields["job_id"]
-        job_status = job.payload.job_status
-        for raw in job.payload.data:
-            row = _ANY.decode(raw)
-            yield {
-                "id": row["id"],
-                "job_id": job_id,
-                "job_status": job_status,
-                "document_id": row.get("document_id"),
-                "filename": row.get("filename"),
-                "status": row.get("status"),
-                "values": row.get("values"),
-                "confidence": row.get("confidence"),
-                "validation_flags": row.get("validation_flags") or [],
-            }
+        job_status = job.payload["job_status"]
+        for index, raw in enumerate(job.payload["rows"]):
+            row = build(decode(raw), ROW)
+            if row["id"] is None:
+                # The vendor's OpenAPI makes `id` optional and its Node SDK's rows have none: a
+                # stable key from the job and the document (its position when that is missing too).
+                document = row["document_id"]
+                row["id"] = f"{job_id}:{document}" if document is not None else f"{job_id}:#{index}"
+            row["job_id"] = job_id
+            row["job_status"] = job_status
+            yield row
 
 
 STREAMS = (ExtractionJobsStream, ExtractionRowsStream)
