@@ -2,6 +2,8 @@
 
     python scripts/shards.py yaml 4 > meltano-shards.yml     # the file meltano.yml includes
     python scripts/shards.py run 4                           # N `meltano run` at once; waits for all
+    meltano invoke tap-jobresults --discover | python scripts/shards.py schemas | meltano invoke target-postgres
+                                                             # once, before the first parallel round
 
 `yaml N` prints one inherited extractor per shard (`tap-jobresults--shard-<i>`, `inherit_from:
 tap-jobresults`, config `shard: {index: i, count: N}`), one Meltano job per shard
@@ -16,6 +18,12 @@ Run it with `MELTANO_DATABASE_URI` pointing at PostgreSQL: SQLite takes one writ
 Run `meltano install` (or any `meltano` command) once before the first parallel start, so that
 the system database's tables are created by one process, not raced for by N.
 
+`schemas` turns a catalog (`--discover` output, on stdin) into one SCHEMA message per stream, for
+the loader to create every table before the shards start: target-postgres checks whether a schema
+or table exists and then creates it, so N loaders starting together on a new schema race, and all
+but one fail with "schema ... already exists". Run it again after upgrading the tap (new columns
+are added the same way).
+
 Changing N moves jobs between shards. Clear the old shards' state when you change it
 (`meltano state clear dev:tap-jobresults--shard-<i>-to-target-postgres` for each i): the new
 shards then read every job again once, and the loader's upsert keeps one row per key.
@@ -24,6 +32,7 @@ shards then read every job again once, and the loader's upsert keeps one row per
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -70,6 +79,20 @@ def render(count: int, loader: str = "target-postgres", interval: str = "@hourly
     return "\n".join(lines) + "\n"
 
 
+def schema_messages(catalog: dict) -> list[dict]:
+    """One SCHEMA message per catalog stream, as the tap would send it."""
+    messages = []
+    for stream in catalog.get("streams", []):
+        keys = stream.get("key_properties")
+        if keys is None:
+            top = [m["metadata"] for m in stream.get("metadata", []) if m.get("breadcrumb") == []]
+            keys = top[0].get("table-key-properties", []) if top else []
+        messages.append(
+            {"type": "SCHEMA", "stream": stream["tap_stream_id"], "schema": stream["schema"], "key_properties": keys}
+        )
+    return messages
+
+
 def run(count: int, meltano: str, extra: list[str], timeout: float) -> int:
     """Start every shard's job at once, wait for all; 0 only if every one exited 0."""
     procs = []
@@ -107,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--meltano", default=shutil.which("meltano") or "meltano")
     r.add_argument("--timeout", type=float, default=3600, help="seconds before the runs still going are stopped")
     r.add_argument("meltano_args", nargs="*", help="passed to `meltano run` before the job name, e.g. --force")
+    sub.add_parser("schemas", help="catalog on stdin -> one SCHEMA message per stream on stdout")
     args = parser.parse_args(argv)
+    if args.command == "schemas":
+        for message in schema_messages(json.load(sys.stdin)):
+            sys.stdout.write(json.dumps(message) + "\n")
+        return 0
     if args.command == "yaml":
         sys.stdout.write(render(args.count, args.loader, args.interval))
         return 0

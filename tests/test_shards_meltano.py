@@ -128,12 +128,31 @@ def _single_instance(apis, schema: str, state: dict | None) -> dict | None:
     return json.loads(lines[-1]) if lines else state
 
 
-def _start_shards(apis, schema: str, system_db: str) -> None:
+def _create_tables(apis, schema: str, system_db: str) -> None:
+    """README: `meltano invoke <tap> --discover | scripts/shards.py schemas | meltano invoke <loader>`."""
+    env = meltano_env({**_env(apis, schema), "MELTANO_DATABASE_URI": system_db})
+    pipeline = (
+        f'set -euo pipefail; "{MELTANO}" invoke tap-jobresults--shard-0 --discover'
+        f' | "{sys.executable}" scripts/shards.py schemas | "{MELTANO}" invoke {LOADER} > /dev/null'
+    )
+    proc = subprocess.run(
+        ["bash", "-c", pipeline],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _start_shards(apis, schema: str, system_db: str, shards: range = range(SHARDS)) -> None:
     """Every shard's `meltano run` started at once; all must exit 0."""
     env = meltano_env({**_env(apis, schema), "MELTANO_DATABASE_URI": system_db})
     procs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(SHARDS):
+        for i in shards:
             log = open(Path(tmp) / f"shard-{i}.log", "w+")
             proc = subprocess.Popen(
                 [MELTANO, "run", f"tap-jobresults--shard-{i}", LOADER],
@@ -189,6 +208,18 @@ def test_four_shards_through_meltano_equal_one_instance(apis, system_db, schemas
         check=True,
     ).stdout, "meltano-shards.yml is not what `scripts/shards.py yaml 4` prints: regenerate it"
     install(system_db)
+
+    # Setup, as in the README: the loader creates every table from the catalog before the shards start
+    # (target-postgres checks, then creates: N loaders at once on a new schema race and all but one fail).
+    _create_tables(apis, schemas["shards"], system_db)
+    with psycopg.connect(PG_URL) as con:
+        tables = {
+            r[0]
+            for r in con.execute(
+                "select table_name from information_schema.tables where table_schema = %s", (schemas["shards"],)
+            )
+        }
+    assert set(CONTRACT_KEYS) <= tables
 
     made = _world(apis)
 
