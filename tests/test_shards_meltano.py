@@ -37,6 +37,8 @@ psycopg = pytest.importorskip("psycopg")
 pytestmark = pytest.mark.slow
 __all__ = ["schemas", "system_db"]  # fixtures
 TAP_BIN = ROOT / ".meltano" / "extractors" / "tap-jobresults" / "venv" / "bin" / "tap-jobresults"
+DAGSTER = ROOT / ".venv-dagster" / "bin" / "dagster"
+DEFINITIONS = ROOT / "orchestrate" / "dagster" / "definitions.py"
 LOADER_BIN = ROOT / ".meltano" / "loaders" / LOADER / "venv" / "bin" / LOADER
 
 
@@ -271,3 +273,50 @@ def test_four_shards_through_meltano_equal_one_instance(apis, system_db, schemas
     keys = _keys(schemas["shards"])
     assert {k[0] for k in keys["extraction_jobs"]} == {*made["talonic"], *new["talonic"]}
     assert {k[0] for k in keys["clavata_jobs"]} == {*made["clavata"], *new["clavata"]}
+
+
+def test_one_dagster_run_executes_every_shard(apis, system_db, schemas) -> None:
+    """orchestrate/dagster: one run of the job runs every shard as parallel ops, into PostgreSQL."""
+    if not DAGSTER.exists():
+        pytest.fail("dagster not found: `make .venv-dagster/bin/dagster` installs it into .venv-dagster")
+    install(system_db)
+    schema = schemas["shards"]
+    _create_tables(apis, schema, system_db)
+    made = populate(apis)
+    for _ in range(6):
+        made["talonic"].append(apis.talonic.add_job(rows=1))
+        made["clavata"].append(apis.clavata.add_job(results=1))
+    with tempfile.TemporaryDirectory() as home:
+        env = meltano_env(
+            {
+                **_env(apis, schema),
+                "MELTANO_DATABASE_URI": system_db,
+                "DAGSTER_HOME": home,
+                "JOBRESULTS_SHARDS": str(SHARDS),
+                "JOBRESULTS_LOADER": LOADER,
+                "PATH": f"{os.path.dirname(MELTANO)}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        )
+        proc = subprocess.run(
+            [str(DAGSTER), "job", "execute", "-f", str(DEFINITIONS), "-j", "jobresults_shards"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+    assert "RUN_SUCCESS" in output, output[-3000:]
+    for i in range(SHARDS):
+        assert f"meltano run tap-jobresults--shard-{i} {LOADER} --force" in output
+
+    assert set(states_of(system_db)) == shard_state_ids()
+    with psycopg.connect(PG_URL) as con:
+        talonic = {r[0] for r in con.execute(f'select job_id from "{schema}".extraction_jobs')}
+        clavata = {r[0] for r in con.execute(f'select job_uuid from "{schema}".clavata_jobs')}
+    assert talonic == set(made["talonic"]) and clavata == set(made["clavata"])
+    # Each job was fetched by one shard only: as often as one instance fetches it.
+    assert set(apis.talonic.counts) == set(made["talonic"])
+    assert set(apis.clavata.counts.values()) == {1}
