@@ -3,6 +3,7 @@
     python -m benchmarks            (or: make bench): large jobs, then many small jobs
     python -m benchmarks large      only the large jobs
     python -m benchmarks small      only the many small jobs
+    python -m benchmarks shards     1, 2 and 4 shards at once, latency-bound (benchmarks/shards.py)
 
 The fake APIs serve one CDF predict job of 100,000 items and one Talonic job of 50,000 rows. The
 tap syncs them with stdout to /dev/null. The floor is the least a tap could do: plain `requests`,
@@ -199,4 +200,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["shards"]:
+        from benchmarks.shards import main as shards
+
+        sys.exit(shards(sys.argv[2:]))
     sys.exit(main())
