@@ -175,8 +175,15 @@ def populate(apis: FakeAPIs, *, unfinished: bool = True) -> dict:
 
 
 # `.ci/run` runs the whole suite on one Python and these on every other supported one (`pytest -m smoke`):
-# unit and property tests, the plugin definition, and one full sync against the fake APIs (test_streams).
-SMOKE_FILES = {"test_units.py", "test_properties.py", "test_streams.py", "test_plugin_definition.py"}
+# unit and property tests, the plugin definition and release metadata, and one full sync against the fake
+# APIs (test_streams).
+SMOKE_FILES = {
+    "test_units.py",
+    "test_properties.py",
+    "test_streams.py",
+    "test_plugin_definition.py",
+    "test_release.py",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
