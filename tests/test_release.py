@@ -54,3 +54,9 @@ def test_license_is_the_apache_2_0_text_pyproject_declares():
     assert "END OF TERMS AND CONDITIONS" in text
     sections = re.findall(r"^\s+(\d)\. [A-Z][a-z]+", text, re.M)
     assert sections == [str(n) for n in range(1, 10)], "the nine sections of the license, in full"
+
+
+def test_secrets_virtualenvs_and_outputs_are_git_ignored():
+    """`meltano config set` writes secrets to .env; `git add .` must not pick it up, nor virtualenvs or outputs."""
+    ignored = {line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()}
+    assert {".env", ".venv/", ".venv-*/", "output/", ".meltano/"} <= ignored
