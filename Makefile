@@ -4,7 +4,7 @@ VENV   ?= .venv
 LOADER_VENV ?= .venv-target-duckdb
 BIN    := $(VENV)/bin
 
-.PHONY: demo demo-postgres test install bench lint lock clean
+.PHONY: demo demo-postgres test install bench lint lock readme-settings clean
 
 $(BIN)/tap-jobresults: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,13 +55,19 @@ test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-
 bench: install
 	$(BIN)/python -m benchmarks
 
+# ruff and mypy are pinned in the test extra and constraints.txt; .ci/run runs this too.
 lint: install
-	$(BIN)/pip install --quiet ruff mypy
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy tap_jobresults
 
-# Re-pin after changing dependencies: the constraints are what a fresh install resolves to.
+# Re-pin after changing dependencies: the constraints are what a fresh install resolves to
+# (on .venv's Python; the Python 3.10 section of constraints.txt is kept, see scripts/lock.py).
 lock:
-	$(BIN)/pip freeze --exclude-editable | grep -v '^tap-jobresults' > constraints.txt
+	$(BIN)/python scripts/lock.py
+
+# After adding or changing a setting: the README table is the `--about --format=markdown` output
+# (tests/test_plugin_definition.py checks it, and that meltano.yml declares the same settings).
+readme-settings: install
+	$(BIN)/python scripts/readme_settings.py
 
 clean:
-	rm -rf $(VENV) $(LOADER_VENV) .venv-target-postgres .venv-meltano .venv-target-snowflake .venv-dagster .meltano output .pytest_cache
+	rm -rf $(VENV) $(LOADER_VENV) .venv-target-postgres .venv-meltano .venv-target-snowflake .venv-dagster .venv-py3.* .meltano output .pytest_cache

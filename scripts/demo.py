@@ -5,6 +5,9 @@
                          (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE; default 127.0.0.1:5432,
                          postgres, database postgres)
 
+--output DIR puts the demo's files (config, state, DuckDB file) elsewhere than output/, and
+--schema NAME loads PostgreSQL into another schema (the tests use both, to leave yours alone).
+
 Each loader runs from its own virtualenv, as Meltano would install it.
 """
 
@@ -40,16 +43,16 @@ DUCKDB_SUMMARY = """
 import sys, duckdb
 con = duckdb.connect(sys.argv[1], read_only=True)
 rows = lambda sql: con.execute(sql).fetchall()
-SCHEMA = "tap_jobresults"
+SCHEMA = sys.argv[2]
 """
 POSTGRES_SUMMARY = """
 import sys, psycopg
 con = psycopg.connect(sys.argv[1])
 rows = lambda sql: con.execute(sql).fetchall()
-SCHEMA = "tap_jobresults_demo"
+SCHEMA = sys.argv[2]
 """
 SUMMARY = """
-for stream in sys.argv[2:]:
+for stream in sys.argv[3:]:
     count = rows(f"select count(*) from {SCHEMA}.{stream}")[0][0]
     print(f"{stream:<22} {count:>5} rows")
 print("\\n== low-confidence extraction rows and their validation flags")
@@ -69,7 +72,7 @@ def _loader(name: str) -> tuple[str, str]:
     return target, str(Path(target).resolve().parent / "python")
 
 
-def _postgres() -> tuple[dict, str]:
+def _postgres(schema: str) -> tuple[dict, str]:
     env = os.environ
     conn = {
         "host": env.get("PGHOST", "127.0.0.1"),
@@ -80,33 +83,41 @@ def _postgres() -> tuple[dict, str]:
         "database": env.get("PGDATABASE", "postgres"),
     }
     url = f"postgresql://{conn['user']}:{conn['password']}@{conn['host']}:{conn['port']}/{conn['database']}"
-    config = {**conn, "default_target_schema": "tap_jobresults_demo", "load_method": "upsert", "use_copy": True}
+    config = {**conn, "default_target_schema": schema, "load_method": "upsert", "use_copy": True}
     return config, url
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--loader", choices=["duckdb", "postgres"], default="duckdb")
-    loader = parser.parse_args().loader
-    OUT.mkdir(exist_ok=True)
-    tap_config, state_file = OUT / "demo-config.json", OUT / "demo-state.json"
-    database = OUT / "demo.duckdb"
+    parser.add_argument("--output", type=Path, default=OUT, help="directory for the demo's files (default output/)")
+    parser.add_argument("--schema", help="target schema (default tap_jobresults, or tap_jobresults_demo in PostgreSQL)")
+    args = parser.parse_args()
+    loader, out = args.loader, args.output.resolve()
+    schema = args.schema or ("tap_jobresults" if loader == "duckdb" else "tap_jobresults_demo")
+    out.mkdir(parents=True, exist_ok=True)
+    tap_config, state_file = out / "demo-config.json", out / "demo-state.json"
+    database = out / "demo.duckdb"
     for path in (tap_config, database, state_file):
         path.unlink(missing_ok=True)
     target, loader_python = _loader(f"target-{loader}")
     if loader == "duckdb":
         config, where, summary = (
-            {"filepath": str(database), "default_target_schema": "tap_jobresults"},
+            {"filepath": str(database), "default_target_schema": schema},
             str(database),
             DUCKDB_SUMMARY,
         )
     else:
-        config, where = _postgres()
+        config, where = _postgres(schema)
         summary = POSTGRES_SUMMARY
         # A fresh demo schema each time, so the counts below are this run's.
-        drop = "import sys, psycopg; psycopg.connect(sys.argv[1], autocommit=True).execute('drop schema if exists tap_jobresults_demo cascade')"
-        subprocess.run([loader_python, "-c", drop, where], check=True)
-    target_config = OUT / f"target-{loader}.json"
+        drop = "import sys, psycopg; psycopg.connect(sys.argv[1], autocommit=True).execute(f'drop schema if exists \"{sys.argv[2]}\" cascade')"
+        subprocess.run([loader_python, "-c", drop, where, schema], check=True)
+    target_config = out / f"target-{loader}.json"
     target_config.write_text(json.dumps(config))
 
     fake = subprocess.Popen(
@@ -137,15 +148,13 @@ def main() -> int:
         fake.send_signal(signal.SIGTERM)
         fake.wait(timeout=10)
 
-    shown = (
-        f"{database.relative_to(ROOT)} (schema tap_jobresults)" if loader == "duckdb" else "schema tap_jobresults_demo"
-    )
+    shown = f"{_shown(database)} (schema {schema})" if loader == "duckdb" else f"schema {schema}"
     print(f"\n== what landed in {shown}", flush=True)
     # Read back with the loader's own environment (its duckdb, its psycopg).
-    if subprocess.run([loader_python, "-c", summary + SUMMARY, where, *STREAMS], check=False).returncode:
+    if subprocess.run([loader_python, "-c", summary + SUMMARY, where, schema, *STREAMS], check=False).returncode:
         return 1
     last_state = [line for line in state_file.read_text().splitlines() if line.strip()]
-    print(f"== final state ({len(last_state[-1]) if last_state else 0} bytes) in {state_file.relative_to(ROOT)}")
+    print(f"== final state ({len(last_state[-1]) if last_state else 0} bytes) in {_shown(state_file)}")
     return 0
 
 

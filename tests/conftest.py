@@ -185,3 +185,21 @@ def populate(apis: FakeAPIs, *, unfinished: bool = True) -> dict:
         made["clavata"].append(clav.add_job(status="JOB_STATUS_RUNNING", results=2))
         made["talonic"].append(tal.add_job(status="processing", rows=2))
     return made
+
+
+# `.ci/run` runs the whole suite on one Python and these on every other supported one (`pytest -m smoke`):
+# unit and property tests, the plugin definition and release metadata, and one full sync against the fake
+# APIs (test_streams).
+SMOKE_FILES = {
+    "test_units.py",
+    "test_properties.py",
+    "test_streams.py",
+    "test_plugin_definition.py",
+    "test_release.py",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SMOKE_FILES:
+            item.add_marker(pytest.mark.smoke)

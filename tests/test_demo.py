@@ -1,4 +1,8 @@
-"""The README's demo commands: fake APIs -> tap -> target-duckdb / target-postgres, one line per stream."""
+"""The README's demo commands: fake APIs -> tap -> target-duckdb / target-postgres, one line per stream.
+
+The demo runs with its files in a temporary directory and, for PostgreSQL, into a schema of its own in
+the test database, so that `make test` leaves the user's `output/demo.duckdb` and demo schema alone.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import os
 import re
 import subprocess
 import sys
+import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -15,25 +21,51 @@ from tests.fakeapi.__main__ import demo
 
 pytestmark = pytest.mark.slow
 LOADER_VENVS = {"duckdb": ".venv-target-duckdb", "postgres": ".venv-target-postgres"}
+PG_URL = os.environ.get("TAP_JOBRESULTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _snapshot(directory) -> dict[str, tuple[int, int]]:
+    if not directory.exists():
+        return {}
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns) for p in directory.rglob("*")}
+
+
+@pytest.fixture
+def pg_schema():
+    """A schema of its own in the test database, with the PG* variables the demo reads; dropped after."""
+    psycopg = pytest.importorskip("psycopg")
+    url, name = urlsplit(PG_URL), f"jr_demo_{uuid.uuid4().hex[:10]}"
+    env = {
+        "PGHOST": url.hostname or "127.0.0.1",
+        "PGPORT": str(url.port or 5432),
+        "PGUSER": url.username or "postgres",
+        "PGPASSWORD": url.password or "unused-with-trust-auth",
+        "PGDATABASE": url.path.lstrip("/") or "test",
+    }
+    yield name, env
+    with psycopg.connect(PG_URL, autocommit=True) as con:
+        con.execute(f'drop schema if exists "{name}" cascade')
 
 
 @pytest.mark.parametrize("loader", sorted(LOADER_VENVS))
-def test_demo_lands_every_record_of_all_ten_streams(loader):
+def test_demo_lands_every_record_of_all_ten_streams(loader, tmp_path, request):
     bin_dir = ROOT / LOADER_VENVS[loader] / "bin"
     if not (bin_dir / f"target-{loader}").exists():
         pytest.fail(f"run `make test`: it installs target-{loader} into {LOADER_VENVS[loader]}")
     with FakeAPIs() as apis:  # what the tap emits for the demo scenario
         emitted = run_tap(demo(apis), check=True).counts()
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{bin_dir}:{os.environ['PATH']}"}
-    proc = subprocess.run(
-        [sys.executable, "scripts/demo.py", "--loader", loader],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    argv = [sys.executable, "scripts/demo.py", "--loader", loader, "--output", str(tmp_path)]
+    if loader == "postgres":
+        schema, pg_env = request.getfixturevalue("pg_schema")
+        env.update(pg_env)
+        argv += ["--schema", schema]
+    users_output = _snapshot(ROOT / "output")
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     landed = {stream: int(n) for stream, n in re.findall(r"^(\w+)\s+(\d+) rows$", proc.stdout, re.M)}
     assert set(landed) == set(CONTRACT_KEYS)
     assert landed == emitted
+    assert _snapshot(ROOT / "output") == users_output, "the demo test touched the user's output/"
+    if loader == "duckdb":
+        assert (tmp_path / "demo.duckdb").exists()

@@ -1,15 +1,18 @@
 """`meltano run tap-jobresults target-postgres`: the real Meltano, the real loader, the real server.
 
 Meltano installs the tap (`-e .`) and `meltanolabs-target-postgres` into virtualenvs of their own
-under .meltano/, exactly as a user's `meltano install` does; state lives in the system database.
+under .meltano/, exactly as a user's `meltano install` does; state lives in the system database, a
+temporary SQLite file here, so that no state ID of the tests is left in the project's .meltano/meltano.db.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,10 +27,17 @@ pytestmark = pytest.mark.slow
 MELTANO = shutil.which("meltano") or str(ROOT / ".venv-meltano" / "bin" / "meltano")
 PG_URL = os.environ.get("TAP_JOBRESULTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PG = urlsplit(PG_URL)
+SYSTEM_DB = Path(tempfile.mkdtemp(prefix="jr-meltano-db-")) / "meltano.db"
+atexit.register(shutil.rmtree, SYSTEM_DB.parent, True)
 
 
 def _meltano(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false", **(env or {})}
+    full_env = {
+        **os.environ,
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "MELTANO_DATABASE_URI": f"sqlite:///{SYSTEM_DB}",
+        **(env or {}),
+    }
     full_env.pop("VIRTUAL_ENV", None)
     proc = subprocess.run(
         [MELTANO, *args],
