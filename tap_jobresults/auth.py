@@ -50,7 +50,9 @@ class ClientCredentials:
         }
         if audience:
             self._form["audience"] = audience
-        self._client = ApiClient(f"{source} OAuth", token_url, **timeouts)
+        # Its own client, without credentials of any kind; like every client it follows no redirect,
+        # so the form with the client secret goes to token_url only, and a token comes from there only.
+        self._client = ApiClient(f"{source} OAuth", token_url, setting=f"{source}.token_url", **timeouts)
         self._token_url = token_url
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -62,10 +64,17 @@ class ClientCredentials:
                 self._fetch()
             return {"Authorization": f"Bearer {self._token}"}
 
-    def refresh(self) -> bool:
-        """Force a new token (after a 401). Returns True when one was obtained."""
+    def refresh(self, refused: str | None = None) -> bool:
+        """A new token after a 401. Returns True when there is one to retry with.
+
+        `refused` is the Authorization header that got the 401. Concurrent requests that were all
+        refused the same token queue on the lock; the first fetches a new token, the others find
+        the current token already differs from the one they were refused and reuse it: a 401
+        storm costs one token request, not one per request in flight.
+        """
         with self._lock:
-            self._fetch()
+            if refused is None or self._token is None or refused == f"Bearer {self._token}":
+                self._fetch()
             return True
 
     def _fetch(self) -> None:

@@ -10,11 +10,12 @@ import typing as t
 from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.plugin_base import JSONSchemaValidator
 from singer_sdk.singerlib import StateMessage
 
 from tap_jobresults import settings
 from tap_jobresults.auth import ClientCredentials, StaticBearer
-from tap_jobresults.http import SECRETS, ApiClient, ScrubSecretsFilter
+from tap_jobresults.http import SECRETS, ApiClient, install_scrubbing
 from tap_jobresults.lifecycle import Failures
 from tap_jobresults.sources import clavata, cognite, talonic
 from tap_jobresults.streams import JobStream, ResultStream
@@ -57,9 +58,11 @@ class TapJobResults(Tap):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self.failures = Failures()
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(ScrubSecretsFilter())
+        # The SDK has set up logging by now (console handler, and any SINGER_SDK_LOG_CONFIG file
+        # with handlers of its own): scrub every record at creation, and filter every handler too.
+        install_scrubbing()
         super().__init__(*args, **kwargs)
+        install_scrubbing()  # loggers and handlers created while the SDK set the tap up
 
     # -- config -------------------------------------------------------------------------------------
 
@@ -67,11 +70,19 @@ class TapJobResults(Tap):
         self._register_secrets()
         errors = settings.shape_errors(self.config)
         if not errors:  # the SDK's validator fills defaults and crashes on a section that is not an object
-            errors = super()._validate_config(raise_errors=False)
+            errors = self._schema_errors()
             errors += settings.semantic_errors(self.config)
         if errors and raise_errors:
             raise ConfigValidationError("Config validation failed", errors=[SECRETS.scrub(e) for e in errors])
         return errors
+
+    def _schema_errors(self) -> list[str]:
+        """What the SDK's _validate_config does (validate, filling defaults), with messages that
+        never quote a secret setting's value, whatever its type (the registry only knows strings)."""
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        validator = JSONSchemaValidator(schema)
+        return [settings.schema_error_message(error) for error in validator.iter_errors(self._config)]
 
     def _register_secrets(self) -> None:
         """Every string under a secret key, whatever shape the config gives it: validation errors
@@ -102,6 +113,7 @@ class TapJobResults(Tap):
             "read_timeout": self._number("read_timeout"),
             "max_retries": int(self._number("max_retries")),
             "max_retry_wait": self._number("max_retry_wait"),
+            "max_response_mb": self._number("max_response_mb"),
         }
         width = int(self._number("max_concurrent_requests"))
         base_url = section.get("base_url") or settings.DEFAULT_BASE_URLS[vendor]
@@ -126,6 +138,7 @@ class TapJobResults(Tap):
         return ApiClient(
             vendor,
             base_url,
+            setting=f"{vendor}.base_url",
             auth=auth,
             refresh_auth=refresh,
             pool_size=width,
