@@ -615,6 +615,8 @@ class ApiClient:
                 body += chunk
                 if timer.overdue():
                     raise _Overdue
+            if timer.fired:  # cut at its deadline: what arrived (headers, an "end" of body) is not the response
+                raise _Overdue
         except MemoryError:
             got = len(body)
             del body

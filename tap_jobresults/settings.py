@@ -205,7 +205,10 @@ CONFIG_SCHEMA: dict = th.PropertiesList(
         "max_retries",
         th.IntegerType,
         default=6,
-        description="Retries per request on 429, 5xx, resets and timeouts before the job is given up.",
+        description=(
+            "Retries per request on 429, 5xx, resets and timeouts before the job is given up "
+            "(at most 2 when the host refuses connections or is not in DNS)."
+        ),
     ),
     th.Property(
         "max_retry_wait",
