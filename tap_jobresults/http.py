@@ -452,7 +452,7 @@ class ApiClient:
             attempt = 0
             while True:
                 if getattr(exc, "unreachable", False):
-                    wait = UNREACHABLE_WAIT * unreachable
+                    wait = min(UNREACHABLE_WAIT * unreachable, self.max_retry_wait)
                 else:
                     ceiling = min(self.max_retry_wait, FIRST_WAIT * 2**attempt)
                     hinted = getattr(exc, "retry_after", None)
@@ -462,9 +462,9 @@ class ApiClient:
                     attempt += 1
                 exc = yield wait
 
-        def give_up(exc: Retry) -> bool:
+        def give_up(exc: Exception) -> bool:
             nonlocal unreachable
-            if not exc.unreachable:
+            if not getattr(exc, "unreachable", False):
                 return False
             unreachable += 1
             return self._unreachable or unreachable > min(UNREACHABLE_RETRIES, self.max_retries)
