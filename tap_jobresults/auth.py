@@ -57,6 +57,9 @@ class ClientCredentials:
         self._lock = threading.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0
+        # A token request that failed after its retries: until `until`, every caller gets that
+        # failure at once instead of repeating the whole retry cycle, one job after the other.
+        self._failure: tuple[float, AuthError] | None = None
 
     def __call__(self) -> dict[str, str]:
         with self._lock:
@@ -77,7 +80,21 @@ class ClientCredentials:
                 self._fetch()
             return True
 
+    FAILURE_MEMORY = 60.0  # seconds
+
     def _fetch(self) -> None:
+        if self._failure is not None and time.monotonic() < self._failure[0]:
+            raise _copy(self._failure[1])
+        try:
+            self._fetch_once()
+        except AuthError as exc:
+            # Nothing of the source can be fetched without a token: the source stops here.
+            exc.source_wide = True
+            self._failure = (time.monotonic() + self.FAILURE_MEMORY, exc)
+            raise
+        self._failure = None
+
+    def _fetch_once(self) -> None:
         issued = time.monotonic()
         body = self._post_form()
         token = body.get("access_token") if isinstance(body, dict) else None
@@ -110,6 +127,22 @@ class ClientCredentials:
                 code=exc.code,
                 message=exc.vendor_message,
                 request_id=exc.request_id,
+                attempts=exc.attempts,
             ) from None
         except MalformedPayload:
             raise AuthError(self.source, what, message="the identity provider did not answer with JSON") from None
+
+
+def _copy(error: AuthError) -> AuthError:
+    """The remembered failure, as a new exception for this caller (threads must not share one)."""
+    copy = AuthError(
+        error.source,
+        error.what,
+        status=error.status,
+        code=error.code,
+        message=error.vendor_message,
+        request_id=error.request_id,
+        attempts=error.attempts,
+    )
+    copy.source_wide = True
+    return copy
