@@ -50,11 +50,16 @@ class ClientCredentials:
         }
         if audience:
             self._form["audience"] = audience
-        self._client = ApiClient(f"{source} OAuth", token_url, **timeouts)
+        # Its own client, without credentials of any kind; like every client it follows no redirect,
+        # so the form with the client secret goes to token_url only, and a token comes from there only.
+        self._client = ApiClient(f"{source} OAuth", token_url, setting=f"{source}.token_url", **timeouts)
         self._token_url = token_url
         self._lock = threading.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0
+        # A token request that failed after its retries: until `until`, every caller gets that
+        # failure at once instead of repeating the whole retry cycle, one job after the other.
+        self._failure: tuple[float, AuthError] | None = None
 
     def __call__(self) -> dict[str, str]:
         with self._lock:
@@ -62,13 +67,34 @@ class ClientCredentials:
                 self._fetch()
             return {"Authorization": f"Bearer {self._token}"}
 
-    def refresh(self) -> bool:
-        """Force a new token (after a 401). Returns True when one was obtained."""
+    def refresh(self, refused: str | None = None) -> bool:
+        """A new token after a 401. Returns True when there is one to retry with.
+
+        `refused` is the Authorization header that got the 401. Concurrent requests that were all
+        refused the same token queue on the lock; the first fetches a new token, the others find
+        the current token already differs from the one they were refused and reuse it: a 401
+        storm costs one token request, not one per request in flight.
+        """
         with self._lock:
-            self._fetch()
+            if refused is None or self._token is None or refused == f"Bearer {self._token}":
+                self._fetch()
             return True
 
+    FAILURE_MEMORY = 60.0  # seconds
+
     def _fetch(self) -> None:
+        if self._failure is not None and time.monotonic() < self._failure[0]:
+            raise _copy(self._failure[1])
+        try:
+            self._fetch_once()
+        except AuthError as exc:
+            # Nothing of the source can be fetched without a token: the source stops here.
+            exc.source_wide = True
+            self._failure = (time.monotonic() + self.FAILURE_MEMORY, exc)
+            raise
+        self._failure = None
+
+    def _fetch_once(self) -> None:
         issued = time.monotonic()
         body = self._post_form()
         token = body.get("access_token") if isinstance(body, dict) else None
@@ -101,6 +127,22 @@ class ClientCredentials:
                 code=exc.code,
                 message=exc.vendor_message,
                 request_id=exc.request_id,
+                attempts=exc.attempts,
             ) from None
         except MalformedPayload:
             raise AuthError(self.source, what, message="the identity provider did not answer with JSON") from None
+
+
+def _copy(error: AuthError) -> AuthError:
+    """The remembered failure, as a new exception for this caller (threads must not share one)."""
+    copy = AuthError(
+        error.source,
+        error.what,
+        status=error.status,
+        code=error.code,
+        message=error.vendor_message,
+        request_id=error.request_id,
+        attempts=error.attempts,
+    )
+    copy.source_wide = True
+    return copy

@@ -72,6 +72,15 @@ class NotFoundError(ApiError):
     """404 for one job or run."""
 
 
+class RedirectRefused(ApiError):
+    """A 3xx answer. Redirects are never followed: the request's credentials would go with it to
+    a host (or a plain-http URL) nobody configured."""
+
+
+class ResponseTooLarge(ApiError):
+    """A body past `max_response_mb` (counted after decompression); reading stopped there."""
+
+
 class MalformedPayload(TapJobResultsError):
     """A 200 whose body is not the JSON the vendor documents (proxy page, truncation, wrong type)."""
 

@@ -27,6 +27,92 @@ DEFAULT_BASE_URLS = {
     "talonic": "https://api.talonic.com",
 }
 
+# -- Response limits and secrets (issue 10, HTTP side) ------------------------------------------------
+# Kept together so that the settings of the hostile-server work stay in one place.
+
+DEFAULT_MAX_RESPONSE_MB = 1024
+MIN_SECRET_LENGTH = 8  # shorter values cannot be scrubbed from logs without mangling them
+
+RESPONSE_LIMIT_SETTINGS = (
+    th.Property(
+        "max_response_mb",
+        th.NumberType,
+        default=DEFAULT_MAX_RESPONSE_MB,
+        description=(
+            "Largest response body in MiB, counted after decompression; a job whose response is "
+            "larger fails (named, and fetched again next run) instead of exhausting memory."
+        ),
+    ),
+)
+RESPONSE_LIMIT_BOUNDS = {"max_response_mb": (1, 65536)}
+
+
+def secret_values(config: t.Any) -> list[tuple[str, t.Any]]:
+    """(setting, value) for every secret setting present in the config, whatever its type."""
+    found: list[tuple[str, t.Any]] = []
+    if not isinstance(config, Mapping):
+        return found
+    for name in SOURCES:
+        section = config.get(name)
+        if not isinstance(section, Mapping):
+            continue
+        found += [(f"{name}.{key}", section[key]) for key in sorted(SECRET_KEYS) if key in section]
+        jobs = section.get("entity_matching_jobs")
+        for index, job in enumerate(jobs if isinstance(jobs, list) else []):
+            if isinstance(job, Mapping) and "job_token" in job:
+                found.append((f"{name}.entity_matching_jobs[{index}].job_token", job["job_token"]))
+    return found
+
+
+def short_secret_errors(config: t.Any) -> list[str]:
+    """A secret of a few characters cannot be scrubbed from logs safely (every "abc" in a log line
+    would be masked, or none): refuse it, naming the setting and never the value."""
+    errors = []
+    for setting, value in secret_values(config):
+        optional_and_empty = value == "" and not setting.endswith("api_key")
+        if isinstance(value, str) and not optional_and_empty and len(value.strip()) < MIN_SECRET_LENGTH:
+            errors.append(
+                f"{setting}: too short to be a real credential (fewer than {MIN_SECRET_LENGTH} characters); "
+                "check the value"
+            )
+    return errors
+
+
+def _path_name(path: t.Iterable[t.Any]) -> str:
+    name = ""
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name or "config"
+
+
+def _holds_secret(node: t.Any) -> bool:
+    if isinstance(node, Mapping):
+        return any(key in SECRET_KEYS or _holds_secret(value) for key, value in node.items())
+    if isinstance(node, list):
+        return any(_holds_secret(value) for value in node)
+    return False
+
+
+def schema_error_message(error: t.Any) -> str:
+    """A jsonschema error as the SDK words it, except that a secret's value is never quoted:
+    jsonschema messages start with the offending instance ("12345678 is not of type 'string'")."""
+    path = list(error.absolute_path)
+    in_secret = any(isinstance(part, str) and part in SECRET_KEYS for part in path)
+    if in_secret or (_holds_secret(error.instance) and error.validator not in ("required", "additionalProperties")):
+        expected = error.validator_value
+        if error.validator == "type":
+            types = expected if isinstance(expected, list) else [expected]
+            wanted = " or ".join(str(kind) for kind in types)
+            return f"{_path_name(path)}: must be of type {wanted} (the value is a secret and is not shown)"
+        return f"{_path_name(path)}: invalid value for '{error.validator}' (the value is a secret and is not shown)"
+    message = str(error.message)
+    if path:
+        message += f" in config[{']['.join(repr(index) for index in path)}]"
+    return message
+
+
+# -- end of response limits and secrets -----------------------------------------------------------------
+
 _COGNITE = th.ObjectType(
     th.Property(
         "base_url",
@@ -110,13 +196,19 @@ CONFIG_SCHEMA: dict = th.PropertiesList(
         "read_timeout",
         th.NumberType,
         default=120,
-        description="Seconds to wait for response data before retrying (large job payloads need more).",
+        description=(
+            "Most seconds from sending a request to having its complete response body; a slower "
+            "response (a stall, a trickle) is a timeout, retried like one (large job payloads need more)."
+        ),
     ),
     th.Property(
         "max_retries",
         th.IntegerType,
         default=6,
-        description="Retries per request on 429, 5xx, resets and timeouts before the job is given up.",
+        description=(
+            "Retries per request on 429, 5xx, resets and timeouts before the job is given up "
+            "(at most 2 when the host refuses connections or is not in DNS)."
+        ),
     ),
     th.Property(
         "max_retry_wait",
@@ -151,6 +243,7 @@ CONFIG_SCHEMA: dict = th.PropertiesList(
         default=5000,
         description="Most pages one job listing may take; a listing that goes on (or loops) is an error.",
     ),
+    *RESPONSE_LIMIT_SETTINGS,
     th.Property("cognite", _COGNITE, description="Cognite Data Fusion entity matching."),
     th.Property("clavata", _CLAVATA, description="Clavata content-policy evaluation jobs."),
     th.Property("talonic", _TALONIC, description="Talonic document extraction jobs."),
@@ -167,6 +260,7 @@ _BOUNDS = {
     "max_retry_wait": (0, 3600),
     "lookback_window": (0, 30 * 86400),
     "max_listing_pages": (1, 1_000_000),
+    **RESPONSE_LIMIT_BOUNDS,
 }
 
 
@@ -243,6 +337,7 @@ def semantic_errors(config: t.Mapping[str, t.Any]) -> list[str]:
             errors.append(err)
 
     errors += _secret_format_errors(config)
+    errors += short_secret_errors(config)
 
     cdf = config.get("cognite")
     if isinstance(cdf, dict):

@@ -12,12 +12,13 @@ from datetime import datetime, timezone
 
 from singer_sdk import Stream, Tap
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.plugin_base import JSONSchemaValidator
 
 from tap_jobresults import sdk_hooks, settings
 from tap_jobresults import state as state_format
 from tap_jobresults.auth import ClientCredentials, StaticBearer
 from tap_jobresults.errors import StateError
-from tap_jobresults.http import SECRETS, ApiClient, ScrubSecretsFilter
+from tap_jobresults.http import SECRETS, ApiClient, install_scrubbing
 from tap_jobresults.lifecycle import Failures, Policy, Shard, iso
 from tap_jobresults.report import Reporter
 from tap_jobresults.sources import clavata, cognite, talonic
@@ -50,9 +51,11 @@ class TapJobResults(Tap):
         self.failures = Failures()
         self.reporter = Reporter()
         self.run_started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(ScrubSecretsFilter())
+        # The SDK has set up logging by now (console handler, and any SINGER_SDK_LOG_CONFIG file
+        # with handlers of its own): scrub every record at creation, and filter every handler too.
+        install_scrubbing()
         super().__init__(*args, **kwargs)
+        install_scrubbing()  # loggers and handlers created while the SDK set the tap up
 
     # -- config -------------------------------------------------------------------------------------
 
@@ -60,11 +63,19 @@ class TapJobResults(Tap):
         self._register_secrets()
         errors = settings.shape_errors(self.config)
         if not errors:  # the SDK's validator fills defaults and crashes on a section that is not an object
-            errors = sdk_hooks.sdk_validate_config(self)
+            errors = self._schema_errors()
             errors += settings.semantic_errors(self.config)
         if errors and raise_errors:
             raise ConfigValidationError("Config validation failed", errors=[SECRETS.scrub(e) for e in errors])
         return errors
+
+    def _schema_errors(self) -> list[str]:
+        """What the SDK's _validate_config does (validate, filling defaults), with messages that
+        never quote a secret setting's value, whatever its type (the registry only knows strings)."""
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        validator = JSONSchemaValidator(schema)
+        return [settings.schema_error_message(error) for error in validator.iter_errors(self._config)]
 
     def _register_secrets(self) -> None:
         """Every string under a secret key, whatever shape the config gives it: validation errors
@@ -95,6 +106,7 @@ class TapJobResults(Tap):
             "read_timeout": self._number("read_timeout"),
             "max_retries": int(self._number("max_retries")),
             "max_retry_wait": self._number("max_retry_wait"),
+            "max_response_mb": self._number("max_response_mb"),
         }
         width = int(self._number("max_concurrent_requests"))
         base_url = section.get("base_url") or settings.DEFAULT_BASE_URLS[vendor]
@@ -119,6 +131,7 @@ class TapJobResults(Tap):
         return ApiClient(
             vendor,
             base_url,
+            setting=f"{vendor}.base_url",
             auth=auth,
             refresh_auth=refresh,
             pool_size=width,
