@@ -96,7 +96,7 @@ def main() -> int:
     target, loader_python = _loader(f"target-{loader}")
     if loader == "duckdb":
         config, where, summary = (
-            {"filepath": str(database), "default_target_schema": "tap_jobresults"},
+            {"filepath": str(database), "default_target_schema": "tap_jobresults", "add_metadata_columns": True},
             str(database),
             DUCKDB_SUMMARY,
         )
