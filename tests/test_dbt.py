@@ -1,0 +1,183 @@
+"""The dbt package in transform/: a real load through target-postgres, then `dbt build` and `dbt source freshness`.
+
+The tap runs against the fake APIs, its output goes through the real `target-postgres` (from
+.venv-target-postgres) into a schema of its own, and the real dbt (from .venv-dbt) builds the models into a
+second schema, reading PG* and DBT_SCHEMA as a user's shell would. Twice: the second load finishes the running
+jobs and adds new ones, and the review models must follow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import ROOT, populate, run_tap
+
+psycopg = pytest.importorskip("psycopg")
+
+pytestmark = pytest.mark.slow
+PG_URL = os.environ.get("TAP_JOBRESULTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+PG = urlsplit(PG_URL)
+TARGET_POSTGRES = ROOT / ".venv-target-postgres" / "bin" / "target-postgres"
+DBT = ROOT / ".venv-dbt" / "bin" / "dbt"
+
+
+@pytest.fixture
+def schemas():
+    """(the tap's schema, the models' schema), both dropped afterwards."""
+    name = f"jr_dbt_{uuid.uuid4().hex[:10]}"
+    yield name, f"{name}_models"
+    with psycopg.connect(PG_URL, autocommit=True) as con:
+        for schema in (name, f"{name}_models"):
+            con.execute(f'drop schema if exists "{schema}" cascade')
+
+
+def _query(sql: str, *params) -> list[tuple]:
+    with psycopg.connect(PG_URL) as con:
+        return con.execute(sql, params).fetchall()
+
+
+def _load(config: dict, state: dict | None, schema: str, tmp_path: Path) -> dict | None:
+    """tap | target-postgres into `schema`; returns the tap's last state."""
+    if not TARGET_POSTGRES.exists():
+        pytest.fail(f"run `make test`: it installs target-postgres into {TARGET_POSTGRES.parent.parent}")
+    run = run_tap(config, state, check=True)
+    target_config = tmp_path / "target-postgres.json"
+    target_config.write_text(
+        json.dumps(
+            {
+                "host": PG.hostname or "127.0.0.1",
+                "port": PG.port or 5432,
+                "user": PG.username or "postgres",
+                # target-postgres insists on a password; a trust-auth server ignores it.
+                "password": PG.password or "unused-with-trust-auth",
+                "database": PG.path.lstrip("/") or "postgres",
+                "default_target_schema": schema,
+                "load_method": "upsert",
+                "add_record_metadata": True,
+            }
+        )
+    )
+    loaded = subprocess.run(
+        [str(TARGET_POSTGRES), "--config", str(target_config)],
+        input=run.stdout,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    return run.state
+
+
+def _dbt(command: list[str], source_schema: str, model_schema: str, tmp_path: Path) -> tuple[int, dict, str]:
+    """Runs dbt as a user would (PG*, DBT_SCHEMA, --vars source_schema); returns rc, the results file, output."""
+    if not DBT.exists():
+        pytest.fail(f"run `make test`: it installs dbt into {DBT.parent.parent}")
+    tables = {r[0] for r in _query("select table_name from information_schema.tables where table_schema = %s", source_schema)}
+    dbt_vars = {"source_schema": source_schema}
+    if "sync_runs" not in tables:  # a tap from before the heartbeat stream
+        dbt_vars["sync_runs_enabled"] = False
+    target_path = tmp_path / "dbt-target"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBT_"))},
+        "PGHOST": PG.hostname or "127.0.0.1",
+        "PGPORT": str(PG.port or 5432),
+        "PGUSER": PG.username or "postgres",
+        "PGPASSWORD": PG.password or "",
+        "PGDATABASE": PG.path.lstrip("/") or "postgres",
+        "DBT_SCHEMA": model_schema,
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    proc = subprocess.run(
+        [
+            str(DBT),
+            *command,
+            "--project-dir",
+            "transform",
+            "--profiles-dir",
+            "transform",
+            "--target-path",
+            str(target_path),
+            "--log-path",
+            str(tmp_path / "dbt-logs"),
+            "--vars",
+            json.dumps(dbt_vars),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    results_file = target_path / ("sources.json" if command[:2] == ["source", "freshness"] else "run_results.json")
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    return proc.returncode, results, proc.stdout + proc.stderr
+
+
+def _build_and_check_freshness(source_schema: str, model_schema: str, tmp_path: Path) -> dict[str, int]:
+    rc, results, output = _dbt(["build"], source_schema, model_schema, tmp_path)
+    assert rc == 0, output[-5000:]
+    statuses = {r["unique_id"]: r["status"] for r in results["results"]}
+    bad = {uid: status for uid, status in statuses.items() if status not in ("success", "pass")}
+    assert not bad, bad
+    models = sum(uid.startswith("model.") for uid in statuses)
+    tests = sum(uid.startswith("test.") for uid in statuses)
+    assert models >= 10 and tests >= 25, (models, tests)
+
+    rc, freshness, output = _dbt(["source", "freshness"], source_schema, model_schema, tmp_path)
+    assert rc == 0, output[-5000:]
+    assert freshness["results"] and {r["status"] for r in freshness["results"]} == {"pass"}, freshness["results"]
+    return {"models": models, "tests": tests}
+
+
+def _rows(model_schema: str, model: str, order: str = "1") -> list[tuple]:
+    return _query(f'select * from "{model_schema}"."{model}" order by {order}')
+
+
+def test_dbt_build_and_freshness_pass_after_each_of_two_loads(apis, schemas, tmp_path):
+    source_schema, model_schema = schemas
+    made = populate(apis)
+    state = _load(apis.config(), None, source_schema, tmp_path)
+    counts = _build_and_check_freshness(source_schema, model_schema, tmp_path)
+
+    # The review models say what the load holds: one running job per job-level stream, the failures with errors.
+    running = _query(f'select job_stream, job_key from "{model_schema}".review_running_jobs')
+    assert sorted(s for s, _ in running) == ["clavata_jobs", "entity_matching_jobs", "extraction_jobs", "pipeline_runs"]
+    failed = dict(_query(f'select job_stream, error_message from "{model_schema}".review_failed_jobs where job_stream <> %s', "clavata_jobs"))
+    assert failed["entity_matching_jobs"] == "model not found" and failed["pipeline_runs"] == "boom"
+    assert failed["extraction_jobs"]  # the Talonic job's error.message
+    # Unnested: 4 items x 2 candidates + 3 x 1; every candidate of the finished jobs, ranked.
+    assert _query(f'select count(*), max(candidate_rank) from "{model_schema}".stg_match_candidates')[0] == (11, 2)
+    sections = _query(f'select count(*) from "{model_schema}".stg_clavata_section_reports')[0][0]
+    assert sections > 0
+    fields = _query(f'select count(distinct row_id), count(*) from "{model_schema}".stg_extraction_fields')[0]
+    assert fields[0] > 0 and fields[1] > fields[0]
+    flagged = _query(f'select sum(flag_count) from "{model_schema}".review_flagged_extraction_fields')[0][0]
+    assert flagged == _query(
+        f'select coalesce(sum(jsonb_array_length(validation_flags)), 0) from "{source_schema}".extraction_rows'
+    )[0][0]
+
+    # Second load: the running jobs finish, new jobs arrive.
+    apis.cognite.finish_all()
+    apis.clavata.finish_all()
+    apis.talonic.finish_all()
+    new_predict = apis.cognite.add_predict_job(items=3, matches_per_item=3)
+    apis.clavata.add_job(results=2)
+    apis.talonic.add_job(rows=2)
+    apis.talonic.add_job(status="processing", rows=1)
+    _load(apis.config(), state, source_schema, tmp_path)
+    again = _build_and_check_freshness(source_schema, model_schema, tmp_path)
+    assert again == counts
+
+    running = _query(f'select job_stream from "{model_schema}".review_running_jobs')
+    assert running == [("extraction_jobs",)]
+    candidates = _query(f'select count(*) from "{model_schema}".stg_match_candidates where job_id = %s', new_predict)
+    assert candidates == [(9,)]
+    jobs = _query(f'select count(*) from "{model_schema}".jobs')[0][0]
+    assert jobs == sum(len(made[k]) for k in ("predict", "runs", "clavata", "talonic")) + 4
