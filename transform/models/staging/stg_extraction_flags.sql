@@ -20,9 +20,10 @@ parsed as (
         flag,
         case
             when flag_kind = 'object' then coalesce(
-                {{ json_scalar("flag -> 'code'") }}, {{ json_scalar("flag -> 'type'") }}, {{ json_scalar("flag -> 'name'") }}
+                {{ json_scalar("flag -> 'code'") }}, {{ json_scalar("flag -> 'type'") }}, {{ json_scalar("flag -> 'name'") }},
+                {{ json_text('flag') }}
             )
-            else {{ json_scalar('flag') }}
+            else {{ json_text('flag') }}
         end as code_part,
         case
             when flag_kind = 'object' then coalesce(
