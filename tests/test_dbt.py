@@ -120,11 +120,14 @@ def _dbt(command: list[str], source_schema: str, model_schema: str, tmp_path: Pa
     return proc.returncode, results, proc.stdout + proc.stderr
 
 
-def _build_and_check_freshness(source_schema: str, model_schema: str, tmp_path: Path) -> dict[str, int]:
+def _build_and_check_freshness(
+    source_schema: str, model_schema: str, tmp_path: Path, *, warnings: bool = False
+) -> dict:
     rc, results, output = _dbt(["build"], source_schema, model_schema, tmp_path)
     assert rc == 0, output[-5000:]
     statuses = {r["unique_id"]: r["status"] for r in results["results"]}
-    bad = {uid: status for uid, status in statuses.items() if status not in ("success", "pass")}
+    ok = ("success", "pass", "warn") if warnings else ("success", "pass")
+    bad = {uid: status for uid, status in statuses.items() if status not in ok}
     assert not bad, bad
     models = sum(uid.startswith("model.") for uid in statuses)
     tests = sum(uid.startswith("test.") for uid in statuses)
@@ -132,8 +135,11 @@ def _build_and_check_freshness(source_schema: str, model_schema: str, tmp_path: 
 
     rc, freshness, output = _dbt(["source", "freshness"], source_schema, model_schema, tmp_path)
     assert rc == 0, output[-5000:]
-    assert freshness["results"] and {r["status"] for r in freshness["results"]} == {"pass"}, freshness["results"]
-    return {"models": models, "tests": tests}
+    sources = {r["unique_id"].rsplit(".", 1)[1]: r["status"] for r in freshness["results"]}
+    assert len(sources) >= 10, sources
+    stale = {name for name, status in sources.items() if status != "pass"}
+    assert all(sources[name] == "warn" for name in stale) if warnings else not stale, sources
+    return {"models": models, "tests": tests, "stale": sorted(stale)}
 
 
 def _rows(model_schema: str, model: str, order: str = "1") -> list[tuple]:
@@ -181,3 +187,55 @@ def test_dbt_build_and_freshness_pass_after_each_of_two_loads(apis, schemas, tmp
     assert candidates == [(9,)]
     jobs = _query(f'select count(*) from "{model_schema}".jobs')[0][0]
     assert jobs == sum(len(made[k]) for k in ("predict", "runs", "clavata", "talonic")) + 4
+
+
+def test_dbt_build_copes_with_odd_but_possible_rows(apis, schemas, tmp_path):
+    """Rows the vendors may send and the loader keeps: JSON null, empty tables, mixed flag types, values that are
+    not an object, unscored candidates. The build and the freshness check still pass, and the odd rows land."""
+    source_schema, model_schema = schemas
+    populate(apis)
+    _load(apis.config(), None, source_schema, tmp_path)
+    s = f'"{source_schema}"'
+    with psycopg.connect(PG_URL, autocommit=True) as con:
+        for table in ("pipeline_matches", "suggested_rules", "generated_rules"):
+            con.execute(f"truncate {s}.{table}")
+        job_id = con.execute(f"select job_id from {s}.match_results limit 1").fetchone()[0]
+        con.execute(
+            f"insert into {s}.match_results (job_id, item_index, source, matches, match_count, top_score, top_target, "
+            "_sdc_batched_at) values (%s, 1000, 'null', %s, 4, null, 'null', now()), (%s, 1001, 'null', null, null, "
+            "null, 'null', now())",
+            (job_id, '[{"score": "0.9", "target": null}, {"target": {"id": "x"}}, 5, {"score": 0.2, "target": {"id": 7}}]', job_id),
+        )
+        rows = con.execute(f"select id from {s}.extraction_rows order by id limit 4").fetchall()
+        odd = [
+            ('"just a string"', '[null, "bare_flag", {"field": "a"}, {"code": "c", "field": "n"}, 3]'),
+            ("[1, 2]", '{"not": "an array"}'),
+            ('{"a": {"b": 1}, "n": null, "t": true, "s": "x"}', "null"),
+            ("null", '["missing_required_field:"]'),
+        ]
+        for (row_id,), (values, flags) in zip(rows, odd, strict=True):
+            con.execute(
+                f'update {s}.extraction_rows set "values" = %s::jsonb, validation_flags = %s::jsonb where id = %s',
+                (values, flags, row_id),
+            )
+        con.execute(
+            f"update {s}.clavata_reports set section_evaluation_reports = case when result_index = 0 then 'null'::jsonb "
+            "else '[{\"name\": null, \"reviewResult\": {\"score\": \"high\"}}]'::jsonb end, outcome = null, created = null"
+        )
+        con.execute(f"update {s}.clavata_jobs set policy_id = null")
+        con.execute(f"update {s}.extraction_jobs set error = 'null', error_code = null, error_message = null")
+
+    # A failed Talonic job without an error is worth a warning (severity warn), not a failed build.
+    # Empty result tables make freshness warn (a stream may stay empty for good), never error.
+    checked = _build_and_check_freshness(source_schema, model_schema, tmp_path, warnings=True)
+    assert checked["stale"] == ["generated_rules", "pipeline_matches", "suggested_rules"]
+    m = f'"{model_schema}"'
+    candidates = _query(f"select candidate_index, candidate_rank, score, target_id from {m}.stg_match_candidates where item_index = 1000 order by candidate_index")
+    # Strings and missing scores are not numbers: ranked after the scored candidate.
+    assert candidates == [(0, 2, None, None), (1, 3, None, "x"), (2, 4, None, None), (3, 1, 0.2, "7")]
+    fields = _query(f"select field, value_type, value_text from {m}.stg_extraction_fields where field in ('a', 'n', 't', 's') order by field")
+    assert fields == [("a", "object", '{"b": 1}'), ("n", "null", None), ("s", "string", "x"), ("t", "boolean", "true")]
+    flags = _query(f"select flag_code, field from {m}.stg_extraction_flags where row_id = %s order by flag_index", rows[0][0])
+    assert flags == [("bare_flag", None), ('{"field": "a"}', "a"), ("c", "n"), ("3", None)]
+    assert _query(f"select count(*) from {m}.review_policy_outcomes where policy_id is null and day is not null")
+    assert _query(f"select count(*) from {m}.stg_clavata_section_reports where section_name is null") != [(0,)]

@@ -1,7 +1,7 @@
--- The per-field flag counts add up to every validation flag of every row (counted from the arrays' lengths,
--- not from the unnested flags), and each field's count matches the unnested per-field counts.
-with from_arrays as (
-    select coalesce(sum(flag_count), 0) as flags from {{ ref('stg_extraction_rows') }}
+-- The per-field flag counts add up to every validation flag unnested, no row has more unnested flags than its
+-- validation_flags array has elements, and each field's count covers the flags stg_extraction_fields saw.
+with unnested as (
+    select row_id, count(*) as flags from {{ ref('stg_extraction_flags') }} group by row_id
 ),
 
 reviewed as (
@@ -9,7 +9,6 @@ reviewed as (
 ),
 
 per_field_from_fields as (
-    -- flags that name a field the row has a value for
     select f.field, sum(f.flag_count) as flags
     from {{ ref('stg_extraction_fields') }} as f
     group by f.field
@@ -22,9 +21,17 @@ per_field_reviewed as (
     group by field
 )
 
-select 'total' as problem, cast(null as {{ dbt.type_string() }}) as field, a.flags as expected, r.flags as actual
-from from_arrays as a cross join reviewed as r
-where a.flags <> r.flags
+select 'total' as problem, cast(null as {{ dbt.type_string() }}) as field, u.flags as expected, r.flags as actual
+from (select coalesce(sum(flags), 0) as flags from unnested) as u
+cross join reviewed as r
+where u.flags <> r.flags
+
+union all
+
+select 'more flags than array elements', r.id, r.flag_count, u.flags
+from {{ ref('stg_extraction_rows') }} as r
+inner join unnested as u on u.row_id = r.id
+where u.flags > r.flag_count
 
 union all
 

@@ -10,6 +10,7 @@ with flags as (
         f.value as flag
     from {{ ref('stg_extraction_rows') }} as r
     {{ json_array_elements('r.validation_flags', 'f') }}
+    where {{ json_kind('f.value') }} <> 'null'  -- a null element flags nothing
 ),
 
 parsed as (
