@@ -79,7 +79,9 @@ def _dbt(command: list[str], source_schema: str, model_schema: str, tmp_path: Pa
     """Runs dbt as a user would (PG*, DBT_SCHEMA, --vars source_schema); returns rc, the results file, output."""
     if not DBT.exists():
         pytest.fail(f"run `make test`: it installs dbt into {DBT.parent.parent}")
-    tables = {r[0] for r in _query("select table_name from information_schema.tables where table_schema = %s", source_schema)}
+    tables = {
+        r[0] for r in _query("select table_name from information_schema.tables where table_schema = %s", source_schema)
+    }
     dbt_vars = {"source_schema": source_schema}
     if "sync_runs" not in tables:  # a tap from before the heartbeat stream
         dbt_vars["sync_runs_enabled"] = False
@@ -155,7 +157,12 @@ def test_dbt_build_and_freshness_pass_after_each_of_two_loads(apis, schemas, tmp
     # The review models say what the load holds: one running job per job-level stream, the failures with errors.
     running = _query(f'select job_stream, job_key from "{model_schema}".review_running_jobs')
     assert sorted(s for s, _ in running) == ["clavata_jobs", "entity_matching_jobs", "extraction_jobs", "pipeline_runs"]
-    failed = dict(_query(f'select job_stream, error_message from "{model_schema}".review_failed_jobs where job_stream <> %s', "clavata_jobs"))
+    failed = dict(
+        _query(
+            f'select job_stream, error_message from "{model_schema}".review_failed_jobs where job_stream <> %s',
+            "clavata_jobs",
+        )
+    )
     assert failed["entity_matching_jobs"] == "model not found" and failed["pipeline_runs"] == "boom"
     assert failed["extraction_jobs"]  # the Talonic job's error.message
     # Unnested: 4 items x 2 candidates + 3 x 1; every candidate of the finished jobs, ranked.
@@ -165,9 +172,12 @@ def test_dbt_build_and_freshness_pass_after_each_of_two_loads(apis, schemas, tmp
     fields = _query(f'select count(distinct row_id), count(*) from "{model_schema}".stg_extraction_fields')[0]
     assert fields[0] > 0 and fields[1] > fields[0]
     flagged = _query(f'select sum(flag_count) from "{model_schema}".review_flagged_extraction_fields')[0][0]
-    assert flagged == _query(
-        f'select coalesce(sum(jsonb_array_length(validation_flags)), 0) from "{source_schema}".extraction_rows'
-    )[0][0]
+    assert (
+        flagged
+        == _query(
+            f'select coalesce(sum(jsonb_array_length(validation_flags)), 0) from "{source_schema}".extraction_rows'
+        )[0][0]
+    )
 
     # Second load: the running jobs finish, new jobs arrive.
     apis.cognite.finish_all()
@@ -204,7 +214,11 @@ def test_dbt_build_copes_with_odd_but_possible_rows(apis, schemas, tmp_path):
             f"insert into {s}.match_results (job_id, item_index, source, matches, match_count, top_score, top_target, "
             "_sdc_batched_at) values (%s, 1000, 'null', %s, 4, null, 'null', now()), (%s, 1001, 'null', null, null, "
             "null, 'null', now())",
-            (job_id, '[{"score": "0.9", "target": null}, {"target": {"id": "x"}}, 5, {"score": 0.2, "target": {"id": 7}}]', job_id),
+            (
+                job_id,
+                '[{"score": "0.9", "target": null}, {"target": {"id": "x"}}, 5, {"score": 0.2, "target": {"id": 7}}]',
+                job_id,
+            ),
         )
         rows = con.execute(f"select id from {s}.extraction_rows order by id limit 4").fetchall()
         odd = [
@@ -220,7 +234,7 @@ def test_dbt_build_copes_with_odd_but_possible_rows(apis, schemas, tmp_path):
             )
         con.execute(
             f"update {s}.clavata_reports set section_evaluation_reports = case when result_index = 0 then 'null'::jsonb "
-            "else '[{\"name\": null, \"reviewResult\": {\"score\": \"high\"}}]'::jsonb end, outcome = null, created = null"
+            'else \'[{"name": null, "reviewResult": {"score": "high"}}]\'::jsonb end, outcome = null, created = null'
         )
         con.execute(f"update {s}.clavata_jobs set policy_id = null")
         con.execute(f"update {s}.extraction_jobs set error = 'null', error_code = null, error_message = null")
@@ -230,12 +244,18 @@ def test_dbt_build_copes_with_odd_but_possible_rows(apis, schemas, tmp_path):
     checked = _build_and_check_freshness(source_schema, model_schema, tmp_path, warnings=True)
     assert checked["stale"] == ["generated_rules", "pipeline_matches", "suggested_rules"]
     m = f'"{model_schema}"'
-    candidates = _query(f"select candidate_index, candidate_rank, score, target_id from {m}.stg_match_candidates where item_index = 1000 order by candidate_index")
+    candidates = _query(
+        f"select candidate_index, candidate_rank, score, target_id from {m}.stg_match_candidates where item_index = 1000 order by candidate_index"
+    )
     # Strings and missing scores are not numbers: ranked after the scored candidate.
     assert candidates == [(0, 2, None, None), (1, 3, None, "x"), (2, 4, None, None), (3, 1, 0.2, "7")]
-    fields = _query(f"select field, value_type, value_text from {m}.stg_extraction_fields where field in ('a', 'n', 't', 's') order by field")
+    fields = _query(
+        f"select field, value_type, value_text from {m}.stg_extraction_fields where field in ('a', 'n', 't', 's') order by field"
+    )
     assert fields == [("a", "object", '{"b": 1}'), ("n", "null", None), ("s", "string", "x"), ("t", "boolean", "true")]
-    flags = _query(f"select flag_code, field from {m}.stg_extraction_flags where row_id = %s order by flag_index", rows[0][0])
+    flags = _query(
+        f"select flag_code, field from {m}.stg_extraction_flags where row_id = %s order by flag_index", rows[0][0]
+    )
     assert flags == [("bare_flag", None), ('{"field": "a"}', "a"), ("c", "n"), ("3", None)]
     assert _query(f"select count(*) from {m}.review_policy_outcomes where policy_id is null and day is not null")
     assert _query(f"select count(*) from {m}.stg_clavata_section_reports where section_name is null") != [(0,)]
