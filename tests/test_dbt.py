@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import ROOT, populate, run_tap
+from tests.test_meltano_postgres import _env, _meltano, meltano_installed  # noqa: F401  (a fixture)
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -259,3 +260,29 @@ def test_dbt_build_copes_with_odd_but_possible_rows(apis, schemas, tmp_path):
     assert flags == [("bare_flag", None), ('{"field": "a"}', "a"), ("c", "n"), ("3", None)]
     assert _query(f"select count(*) from {m}.review_policy_outcomes where policy_id is null and day is not null")
     assert _query(f"select count(*) from {m}.stg_clavata_section_reports where section_name is null") != [(0,)]
+
+
+def test_meltano_run_tap_target_then_dbt_postgres_build(apis, schemas, meltano_installed):
+    """`meltano run tap-jobresults target-postgres dbt-postgres:build dbt-postgres:freshness`, as the README says."""
+    source_schema, model_schema = schemas
+    populate(apis)
+    _meltano("install", "--plugin-type", "utility", "dbt-postgres")
+    catalog = json.loads(run_tap(apis.config(), args=["--discover"], check=True).stdout)
+    has_heartbeat = any(s["tap_stream_id"] == "sync_runs" for s in catalog["streams"])
+    env = {
+        **_env(apis, source_schema),
+        "PGHOST": PG.hostname or "127.0.0.1",
+        "PGPORT": str(PG.port or 5432),
+        "PGUSER": PG.username or "postgres",
+        "PGPASSWORD": PG.password or "",
+        "PGDATABASE": PG.path.lstrip("/") or "postgres",
+        "DBT_SCHEMA": model_schema,
+        "DBT_SOURCE_SCHEMA": source_schema,
+        "DBT_SYNC_RUNS_ENABLED": str(has_heartbeat).lower(),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    steps = ["tap-jobresults", "target-postgres", "dbt-postgres:build", "dbt-postgres:freshness"]
+    _meltano("run", "--state-id-suffix", source_schema, *steps, env=env)
+    failed = _query(f'select job_stream, error_message from "{model_schema}".review_failed_jobs order by 1')
+    assert ("entity_matching_jobs", "model not found") in failed and ("pipeline_runs", "boom") in failed
+    assert len(_query(f'select * from "{model_schema}".review_running_jobs')) == 4

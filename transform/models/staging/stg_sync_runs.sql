@@ -1,5 +1,5 @@
 -- One row per job-level stream per tap run: the tap's heartbeat.
-{{ config(enabled=var('sync_runs_enabled', true)) }}
+{{ config(enabled=(var('sync_runs_enabled', env_var('DBT_SYNC_RUNS_ENABLED', 'true')) | string | lower == 'true')) }}
 select
     cast(run_id as {{ dbt.type_string() }}) as run_id,
     job_stream,
