@@ -13,3 +13,15 @@
 {% macro seconds_between(a, b) %}{{ return(adapter.dispatch('seconds_between', 'tap_jobresults')(a, b)) }}{% endmacro %}
 {% macro default__seconds_between(a, b) %}extract(epoch from ({{ b }}) - ({{ a }})){% endmacro %}
 {% macro duckdb__seconds_between(a, b) %}(epoch({{ b }}) - epoch({{ a }})){% endmacro %}
+
+{# The loader's write time of a source row (_sdc_batched_at) as timestamptz, or NULL when the loader did not add
+   metadata columns (target-duckdb without add_metadata_columns): the models build either way, only freshness
+   needs the column. #}
+{% macro loaded_at(relation) -%}
+  {%- set found = false -%}
+  {%- if execute -%}
+    {%- set names = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
+    {%- set found = '_sdc_batched_at' in names -%}
+  {%- endif -%}
+  {{ utc_timestamptz('_sdc_batched_at' if found else 'null') }}
+{%- endmacro %}

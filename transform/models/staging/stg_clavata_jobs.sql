@@ -15,5 +15,5 @@ select
     {{ utc_timestamptz('completed') }} as completed,
     {{ json_value('content_data') }} as content_data,
     cast(result_count as bigint) as result_count,
-    {{ utc_timestamptz('_sdc_batched_at') }} as loaded_at
+    {{ loaded_at(source('tap_jobresults', 'clavata_jobs')) }} as loaded_at
 from {{ source('tap_jobresults', 'clavata_jobs') }}

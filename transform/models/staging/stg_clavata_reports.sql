@@ -17,5 +17,5 @@ select
     {{ json_value('token_usage') }} as token_usage,
     {{ json_value('content_metadata') }} as content_metadata,
     {{ utc_timestamptz('created') }} as created,
-    {{ utc_timestamptz('_sdc_batched_at') }} as loaded_at
+    {{ loaded_at(source('tap_jobresults', 'clavata_reports')) }} as loaded_at
 from {{ source('tap_jobresults', 'clavata_reports') }}

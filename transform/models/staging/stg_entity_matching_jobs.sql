@@ -8,5 +8,5 @@ select
     {{ utc_timestamptz('status_time') }} as status_time,
     error_message,
     cast(item_count as bigint) as item_count,
-    {{ utc_timestamptz('_sdc_batched_at') }} as loaded_at
+    {{ loaded_at(source('tap_jobresults', 'entity_matching_jobs')) }} as loaded_at
 from {{ source('tap_jobresults', 'entity_matching_jobs') }}

@@ -17,5 +17,5 @@ select
     {{ utc_timestamptz('created_at') }} as created_at,
     {{ utc_timestamptz('started_at') }} as started_at,
     {{ utc_timestamptz('completed_at') }} as completed_at,
-    {{ utc_timestamptz('_sdc_batched_at') }} as loaded_at
+    {{ loaded_at(source('tap_jobresults', 'extraction_jobs')) }} as loaded_at
 from {{ source('tap_jobresults', 'extraction_jobs') }}

@@ -10,5 +10,5 @@ select
     cast(confidence as double precision) as confidence,
     {{ json_value('validation_flags') }} as validation_flags,
     coalesce({{ json_array_length(json_value('validation_flags')) }}, 0) as flag_count,
-    {{ utc_timestamptz('_sdc_batched_at') }} as loaded_at
+    {{ loaded_at(source('tap_jobresults', 'extraction_rows')) }} as loaded_at
 from {{ source('tap_jobresults', 'extraction_rows') }}

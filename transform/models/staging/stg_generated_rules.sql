@@ -6,5 +6,5 @@ select
     cast(num_conflicts as bigint) as num_conflicts,
     cast(num_overlaps as bigint) as num_overlaps,
     {{ json_value('matches') }} as matches,
-    {{ utc_timestamptz('_sdc_batched_at') }} as loaded_at
+    {{ loaded_at(source('tap_jobresults', 'generated_rules')) }} as loaded_at
 from {{ source('tap_jobresults', 'generated_rules') }}

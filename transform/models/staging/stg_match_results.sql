@@ -12,5 +12,5 @@ select
     {{ json_value('top_target') }} as top_target,
     {{ json_scalar(json_value('top_target') ~ " -> 'name'") }} as top_target_name,
     {{ json_scalar(json_value('top_target') ~ " -> 'id'") }} as top_target_id,
-    {{ utc_timestamptz('_sdc_batched_at') }} as loaded_at
+    {{ loaded_at(source('tap_jobresults', 'match_results')) }} as loaded_at
 from {{ source('tap_jobresults', 'match_results') }}

@@ -12,5 +12,5 @@ select
     cast(match_count as bigint) as match_count,
     cast(suggested_rule_count as bigint) as suggested_rule_count,
     cast(generated_rule_count as bigint) as generated_rule_count,
-    {{ utc_timestamptz('_sdc_batched_at') }} as loaded_at
+    {{ loaded_at(source('tap_jobresults', 'pipeline_runs')) }} as loaded_at
 from {{ source('tap_jobresults', 'pipeline_runs') }}

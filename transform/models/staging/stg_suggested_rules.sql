@@ -9,5 +9,5 @@ select
     cast(avg_score as double precision) as avg_score,
     {{ json_value('match_index') }} as match_index,
     {{ json_value('matches') }} as matches,
-    {{ utc_timestamptz('_sdc_batched_at') }} as loaded_at
+    {{ loaded_at(source('tap_jobresults', 'suggested_rules')) }} as loaded_at
 from {{ source('tap_jobresults', 'suggested_rules') }}

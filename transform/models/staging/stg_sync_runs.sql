@@ -11,5 +11,5 @@ select
     cast(jobs_pending as bigint) as jobs_pending,
     cast(jobs_failed as bigint) as jobs_failed,
     status,
-    {{ utc_timestamptz('_sdc_batched_at') }} as loaded_at
+    {{ loaded_at(source('tap_jobresults', 'sync_runs')) }} as loaded_at
 from {{ source('tap_jobresults', 'sync_runs') }}
