@@ -262,7 +262,8 @@ def test_dbt_build_copes_with_odd_but_possible_rows(apis, schemas, tmp_path):
     assert _query(f"select count(*) from {m}.stg_clavata_section_reports where section_name is null") != [(0,)]
 
 
-def test_meltano_run_tap_target_then_dbt_postgres_build(apis, schemas, meltano_installed):
+@pytest.mark.usefixtures("meltano_installed")
+def test_meltano_run_tap_target_then_dbt_postgres_build(apis, schemas):
     """`meltano run tap-jobresults target-postgres dbt-postgres:build dbt-postgres:freshness`, as the README says."""
     source_schema, model_schema = schemas
     populate(apis)
