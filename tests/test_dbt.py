@@ -239,6 +239,18 @@ def test_dbt_build_copes_with_odd_but_possible_rows(apis, schemas, tmp_path):
         )
         con.execute(f"update {s}.clavata_jobs set policy_id = null")
         con.execute(f"update {s}.extraction_jobs set error = 'null', error_code = null, error_message = null")
+        # The heartbeat stream as the lead's tap will land it (until then this test stands in for it).
+        if not con.execute("select to_regclass(%s)", (f"{s}.sync_runs",)).fetchone()[0]:
+            con.execute(
+                f"create table {s}.sync_runs (run_id text, job_stream text, source text, started_at timestamp, "
+                "finished_at timestamp, jobs_listed bigint, jobs_synced bigint, jobs_pending bigint, jobs_failed bigint, "
+                "status text, _sdc_batched_at timestamp, primary key (run_id, job_stream))"
+            )
+            con.execute(
+                f"insert into {s}.sync_runs values ('r1', 'clavata_jobs', 'clavata', now(), now(), 4, 3, 1, 0, 'ok', "
+                "now() at time zone 'UTC'), ('r1', 'extraction_jobs', 'talonic', now(), null, null, null, null, null, "
+                "null, now() at time zone 'UTC')"
+            )
 
     # A failed Talonic job without an error is worth a warning (severity warn), not a failed build.
     # Empty result tables make freshness warn (a stream may stay empty for good), never error.
@@ -260,6 +272,10 @@ def test_dbt_build_copes_with_odd_but_possible_rows(apis, schemas, tmp_path):
     assert flags == [("bare_flag", None), ('{"field": "a"}', "a"), ("c", "n"), ("3", None)]
     assert _query(f"select count(*) from {m}.review_policy_outcomes where policy_id is null and day is not null")
     assert _query(f"select count(*) from {m}.stg_clavata_section_reports where section_name is null") != [(0,)]
+    assert _query(f"select job_stream, jobs_pending from {m}.stg_sync_runs order by 1") == [
+        ("clavata_jobs", 1),
+        ("extraction_jobs", None),
+    ]
 
 
 @pytest.mark.usefixtures("meltano_installed")
