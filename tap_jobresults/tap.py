@@ -40,6 +40,8 @@ SOURCE_STREAMS: dict[str, tuple[type[Stream], ...]] = {
 
 
 class TapJobResults(Tap):
+    """Results of asynchronous ML/AI jobs: CDF entity matching, Clavata content policies, Talonic extraction."""
+
     name = "tap-jobresults"
     config_jsonschema = settings.CONFIG_SCHEMA
     message_writer_class = SingerWriter
@@ -190,7 +192,28 @@ class TapJobResults(Tap):
         super().invoke(state=state, **kwargs)
 
     def load_state(self, state: dict[str, t.Any]) -> None:
-        super().load_state(state_format.check(state))
+        checked = state_format.check(state)
+        super().load_state(checked)
+        if "shard" in checked:
+            self.state["shard"] = checked["shard"]
+
+    def _state_fits_config(self) -> None:
+        """A state written under one sharding is only valid under the same one: with another shard
+        count, jobs change hands, and a bookmark taken over one set of jobs would hide others."""
+        shard = self.config.get("shard")
+        current = [int(shard["index"]), int(shard["count"])] if isinstance(shard, dict) else None
+        stored = self.state.get("shard")
+        if stored is not None and stored != current and self.state.get("bookmarks"):
+            written = f"shard {stored[0]} of {stored[1]}"
+            now = f"shard {current[0]} of {current[1]}" if current else "no shard"
+            raise StateError(
+                f"state: written by {written}, but the config says {now}. Jobs change shards when the shard "
+                "count changes: clear the state of every shard (meltano state clear ...) and let each sync again"
+            )
+        if current is None:
+            self.state.pop("shard", None)
+        else:
+            self.state["shard"] = current
 
     # -- run -----------------------------------------------------------------------------------------
 
@@ -198,6 +221,11 @@ class TapJobResults(Tap):
     # has run can the tap tell whether some job could not be synced, and a cron user needs that
     # as a non-zero exit code, with the list of jobs concerned as the last log lines.
     def sync_all(self) -> None:  # type: ignore[misc]
+        try:
+            self._state_fits_config()
+        except StateError as exc:
+            logger.error("%s. Nothing was synced.", exc)
+            sys.exit(1)
         self.state["format_version"] = state_format.FORMAT_VERSION
         try:
             super().sync_all()
