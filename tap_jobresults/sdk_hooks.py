@@ -61,8 +61,10 @@ def write_records(stream: Stream, records: t.Iterable[dict]) -> int:
     if counter is None:
         counter = _counters[id(stream)] = stream.get_record_counter()
         counter.__enter__()
-        _fast[id(stream)] = untransformed(stream) and hasattr(stream._tap.message_writer, "write_records")
-    if _fast[id(stream)]:
+    fast = _fast.get(id(stream))
+    if fast is None:
+        fast = _fast[id(stream)] = untransformed(stream) and hasattr(stream._tap.message_writer, "write_records")
+    if fast:
         count = stream._tap.message_writer.write_records(stream.name, records)
     else:
         count = 0
@@ -72,6 +74,18 @@ def write_records(stream: Stream, records: t.Iterable[dict]) -> int:
             count += 1
     counter.increment(count)
     return count
+
+
+def write_one_fast(stream: Stream, record: dict) -> bool:
+    """A job record the SDK hands to `_write_record_message`: encoded straight to stdout when nothing
+    would transform it (see write_records). False: take the SDK's own path."""
+    fast = _fast.get(id(stream))
+    if fast is None:
+        fast = _fast[id(stream)] = untransformed(stream) and hasattr(stream._tap.message_writer, "write_records")
+    if fast:
+        stream._tap.message_writer.write_records(stream.name, (record,))
+        stream.state_manager.is_flushed = False
+    return fast
 
 
 def close_counters() -> None:

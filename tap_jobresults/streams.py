@@ -65,6 +65,10 @@ class _JobResultsStream(Stream):
         if not sdk_hooks.is_dry_run(self):
             super()._write_state_message()
 
+    def _write_record_message(self, record: Record) -> None:
+        if not sdk_hooks.write_one_fast(self, record):
+            super()._write_record_message(record)
+
     def _write_schema_message(self) -> None:
         # Once per run is enough (the SDK would re-send it on every child sync).
         if not self._schema_sent:

@@ -229,7 +229,7 @@ class TapJobResults(Tap):
         self.state["format_version"] = state_format.FORMAT_VERSION
         try:
             super().sync_all()
-            sys.stdout.flush()
+            self.message_writer.flush()
         except BrokenPipeError:
             # The loader stopped reading: nothing more can be delivered. Its last confirmed STATE is
             # the resume point; stdout goes nowhere from here so the interpreter can exit quietly.
@@ -256,8 +256,7 @@ class TapJobResults(Tap):
         # The SDK exits 0 here; a cron user must be able to tell an interrupted run from a
         # complete one. The state written is always a safe resume point (see lifecycle.py).
         try:
-            sdk_hooks.write_tap_state(self)
-            sys.stdout.flush()
+            sdk_hooks.write_tap_state(self)  # flushes the records before it, then itself
         finally:
             logger.error(
                 "Interrupted by signal %d: stopped before the sync finished. The last STATE message "
