@@ -104,6 +104,13 @@ def mark_state_flushed(stream: Stream) -> None:
     stream.state_manager.is_flushed = True
 
 
+def flush_output(stream: Stream) -> None:
+    """Deliver what the tap's writer holds (it flushes at STATE; some endings write none)."""
+    flush = getattr(stream._tap.message_writer, "flush", None)
+    if flush is not None:
+        flush()
+
+
 def write_tap_state(tap: Tap) -> None:
     tap._state_writer.write_state(tap.state)
 

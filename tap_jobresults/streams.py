@@ -64,6 +64,8 @@ class _JobResultsStream(Stream):
         # were not all written, so test mode writes none.
         if not sdk_hooks.is_dry_run(self):
             super()._write_state_message()
+        else:
+            sdk_hooks.flush_output(self)
 
     def _write_record_message(self, record: Record) -> None:
         if not sdk_hooks.write_one_fast(self, record):
@@ -307,7 +309,9 @@ class SyncRunsStream(_JobResultsStream):
                 yield run.heartbeat()
 
     def _write_state_message(self) -> None:
+        # No state of its own; what it wrote goes out now (it may be the last stream of the run).
         sdk_hooks.mark_state_flushed(self)
+        sdk_hooks.flush_output(self)
 
 
 def backfill_streams(bookmark: Bookmark, selected: list[ResultStream]) -> list[ResultStream]:

@@ -82,3 +82,31 @@ def test_a_large_sync_logs_progress_and_a_summary_not_a_line_per_job(apis):
     assert not any("Beginning sync of 'clavata_reports'" in line for line in lines)
     assert sum("METRIC" in line and '"clavata_reports"' in line for line in lines) <= 2
     assert "full_table" not in run.stderr
+
+
+def test_a_loader_that_stops_reading_is_reported_as_such(apis):
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from tests.conftest import TAP, tap_env
+
+    for _ in range(300):
+        apis.talonic.add_job(rows=20)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.json"
+        config.write_text(json.dumps(apis.config(sources=("talonic",))))
+        tap = subprocess.Popen(
+            [TAP, "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=tap_env(),
+        )
+        assert tap.stdout is not None and tap.stderr is not None
+        tap.stdout.readline()  # a loader that reads one line and dies
+        tap.stdout.close()
+        stderr = tap.stderr.read().decode()
+        assert tap.wait(timeout=120) == 1
+    assert "The loader stopped reading the tap's output (broken pipe)" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr
