@@ -141,6 +141,7 @@ class JobStream(_JobResultsStream):
             run.failed_listing()
             return True
         run.listed(len(refs))
+        logger.info("%s: %d jobs to sync (new, late or unfinished)", where, len(refs))
         not_yet = set(bookmark.state.get("backfill", {}).get("streams", []))
         bookmark.state["results"] = sorted({rs.name for rs in selected} - not_yet)
         fetched = self.fetcher.map(lambda ref: source.fetch(partition, ref, bool(selected)), refs)
