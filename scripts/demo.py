@@ -38,6 +38,7 @@ STREAMS = (
     "clavata_reports",
     "extraction_jobs",
     "extraction_rows",
+    "sync_runs",
 )
 
 

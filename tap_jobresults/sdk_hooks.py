@@ -29,7 +29,12 @@ from singer_sdk.mapper import SameRecordTransform
 if t.TYPE_CHECKING:
     from singer_sdk import metrics
 
-PRIVATE_STREAM_HOOKS = ("_write_record_message", "_write_schema_message", "_write_state_message", "_increment_stream_state")
+PRIVATE_STREAM_HOOKS = (
+    "_write_record_message",
+    "_write_schema_message",
+    "_write_state_message",
+    "_increment_stream_state",
+)
 PRIVATE_TAP_HOOKS = ("_validate_config", "_handle_termination", "_state_writer")
 
 _counters: dict[int, metrics.Counter] = {}
@@ -52,6 +57,10 @@ def untransformed(stream: Stream) -> bool:
     )
 
 
+def write_schema(stream: Stream) -> None:
+    stream._write_schema_message()
+
+
 def write_records(stream: Stream, records: t.Iterable[dict]) -> int:
     """Write records of `stream`; its SCHEMA first, once. Records nothing transforms are encoded
     straight to stdout (writer.py); otherwise they take the SDK's record path (maps, flattening,
@@ -65,7 +74,7 @@ def write_records(stream: Stream, records: t.Iterable[dict]) -> int:
     if fast is None:
         fast = _fast[id(stream)] = untransformed(stream) and hasattr(stream._tap.message_writer, "write_records")
     if fast:
-        count = stream._tap.message_writer.write_records(stream.name, records)
+        count = t.cast("t.Any", stream._tap.message_writer).write_records(stream.name, records)
     else:
         count = 0
         write = stream._write_record_message
@@ -83,7 +92,7 @@ def write_one_fast(stream: Stream, record: dict) -> bool:
     if fast is None:
         fast = _fast[id(stream)] = untransformed(stream) and hasattr(stream._tap.message_writer, "write_records")
     if fast:
-        stream._tap.message_writer.write_records(stream.name, (record,))
+        t.cast("t.Any", stream._tap.message_writer).write_records(stream.name, (record,))
         stream.state_manager.is_flushed = False
     return fast
 

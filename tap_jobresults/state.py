@@ -47,7 +47,9 @@ def check(value: t.Any, where: str = "state") -> dict:
         )
     shard = value.get("shard")
     if shard is not None and not (
-        isinstance(shard, list) and len(shard) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
+        isinstance(shard, list)
+        and len(shard) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
     ):
         raise StateError(f"{where}.shard: expected [index, count], got {_show(shard)}")
     bookmarks = value.get("bookmarks", {})

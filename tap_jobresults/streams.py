@@ -103,6 +103,10 @@ class JobStream(_JobResultsStream):
         partitions_state: dict = self.stream_state.setdefault("job_bookmarks", {})
         run = self.reporter.start(self.name, source)
         selected = [rs for rs in self.result_streams if rs.selected]
+        for stream in selected:
+            # Every selected table exists after the first run, even one that has no record yet (a
+            # quiet account): loaders create a table on its SCHEMA, and dbt's sources need them.
+            sdk_hooks.write_schema(stream)
         try:
             try:
                 partitions = source.partitions()

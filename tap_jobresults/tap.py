@@ -28,7 +28,6 @@ from tap_jobresults.writer import SingerWriter
 if t.TYPE_CHECKING:
     from types import FrameType
 
-    from singer_sdk.singerlib import Message
 
 logger = logging.getLogger("tap-jobresults")
 
@@ -195,15 +194,20 @@ class TapJobResults(Tap):
         checked = state_format.check(state)
         super().load_state(checked)
         if "shard" in checked:
-            self.state["shard"] = checked["shard"]
+            self._plain_state()["shard"] = checked["shard"]
+
+    def _plain_state(self) -> dict[str, t.Any]:
+        """The tap state as the plain dict it is (the SDK types it as bookmarks only)."""
+        return t.cast("dict[str, t.Any]", self.state)
 
     def _state_fits_config(self) -> None:
         """A state written under one sharding is only valid under the same one: with another shard
         count, jobs change hands, and a bookmark taken over one set of jobs would hide others."""
         shard = self.config.get("shard")
         current = [int(shard["index"]), int(shard["count"])] if isinstance(shard, dict) else None
-        stored = self.state.get("shard")
-        if stored is not None and stored != current and self.state.get("bookmarks"):
+        state = self._plain_state()
+        stored = state.get("shard")
+        if stored is not None and stored != current and state.get("bookmarks"):
             written = f"shard {stored[0]} of {stored[1]}"
             now = f"shard {current[0]} of {current[1]}" if current else "no shard"
             raise StateError(
@@ -211,9 +215,9 @@ class TapJobResults(Tap):
                 "count changes: clear the state of every shard (meltano state clear ...) and let each sync again"
             )
         if current is None:
-            self.state.pop("shard", None)
+            state.pop("shard", None)
         else:
-            self.state["shard"] = current
+            state["shard"] = current
 
     # -- run -----------------------------------------------------------------------------------------
 
@@ -226,10 +230,10 @@ class TapJobResults(Tap):
         except StateError as exc:
             logger.error("%s. Nothing was synced.", exc)
             sys.exit(1)
-        self.state["format_version"] = state_format.FORMAT_VERSION
+        self._plain_state()["format_version"] = state_format.FORMAT_VERSION
         try:
             super().sync_all()
-            self.message_writer.flush()
+            t.cast("t.Any", self.message_writer).flush()
         except BrokenPipeError:
             # The loader stopped reading: nothing more can be delivered. Its last confirmed STATE is
             # the resume point; stdout goes nowhere from here so the interpreter can exit quietly.

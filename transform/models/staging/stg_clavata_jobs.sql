@@ -15,5 +15,6 @@ select
     {{ utc_timestamptz('completed') }} as completed,
     {{ json_value('content_data') }} as content_data,
     cast(result_count as bigint) as result_count,
+    {{ json_value('extra_fields') }} as extra_fields,
     {{ loaded_at(source('tap_jobresults', 'clavata_jobs')) }} as loaded_at
 from {{ source('tap_jobresults', 'clavata_jobs') }}

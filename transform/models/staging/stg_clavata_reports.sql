@@ -17,5 +17,6 @@ select
     {{ json_value('token_usage') }} as token_usage,
     {{ json_value('content_metadata') }} as content_metadata,
     {{ utc_timestamptz('created') }} as created,
+    {{ json_value('extra_fields') }} as extra_fields,
     {{ loaded_at(source('tap_jobresults', 'clavata_reports')) }} as loaded_at
 from {{ source('tap_jobresults', 'clavata_reports') }}

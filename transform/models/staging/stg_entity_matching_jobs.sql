@@ -8,5 +8,7 @@ select
     {{ utc_timestamptz('status_time') }} as status_time,
     error_message,
     cast(item_count as bigint) as item_count,
+    cast(model_id as bigint) as model_id,
+    {{ json_value('extra_fields') }} as extra_fields,
     {{ loaded_at(source('tap_jobresults', 'entity_matching_jobs')) }} as loaded_at
 from {{ source('tap_jobresults', 'entity_matching_jobs') }}

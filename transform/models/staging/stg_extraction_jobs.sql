@@ -17,5 +17,7 @@ select
     {{ utc_timestamptz('created_at') }} as created_at,
     {{ utc_timestamptz('started_at') }} as started_at,
     {{ utc_timestamptz('completed_at') }} as completed_at,
+    cast(failed_documents as bigint) as failed_documents,
+    {{ json_value('extra_fields') }} as extra_fields,
     {{ loaded_at(source('tap_jobresults', 'extraction_jobs')) }} as loaded_at
 from {{ source('tap_jobresults', 'extraction_jobs') }}

@@ -10,5 +10,6 @@ select
     cast(confidence as double precision) as confidence,
     {{ json_value('validation_flags') }} as validation_flags,
     coalesce({{ json_array_length(json_value('validation_flags')) }}, 0) as flag_count,
+    {{ json_value('extra_fields') }} as extra_fields,
     {{ loaded_at(source('tap_jobresults', 'extraction_rows')) }} as loaded_at
 from {{ source('tap_jobresults', 'extraction_rows') }}

@@ -6,5 +6,9 @@ select
     cast(num_conflicts as bigint) as num_conflicts,
     cast(num_overlaps as bigint) as num_overlaps,
     {{ json_value('matches') }} as matches,
+    {{ json_value('extractors') }} as extractors,
+    {{ json_value('conditions') }} as conditions,
+    cast(priority as bigint) as priority,
+    {{ json_value('extra_fields') }} as extra_fields,
     {{ loaded_at(source('tap_jobresults', 'generated_rules')) }} as loaded_at
 from {{ source('tap_jobresults', 'generated_rules') }}

@@ -12,5 +12,6 @@ select
     {{ json_value('top_target') }} as top_target,
     {{ json_scalar(json_value('top_target') ~ " -> 'name'") }} as top_target_name,
     {{ json_scalar(json_value('top_target') ~ " -> 'id'") }} as top_target_id,
+    {{ json_value('extra_fields') }} as extra_fields,
     {{ loaded_at(source('tap_jobresults', 'match_results')) }} as loaded_at
 from {{ source('tap_jobresults', 'match_results') }}

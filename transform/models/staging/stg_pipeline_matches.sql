@@ -10,5 +10,6 @@ select
     {{ json_value('target') }} as target,
     {{ json_scalar(json_value('target') ~ " -> 'name'") }} as target_name,
     {{ json_scalar(json_value('target') ~ " -> 'id'") }} as target_id,
+    {{ json_value('extra_fields') }} as extra_fields,
     {{ loaded_at(source('tap_jobresults', 'pipeline_matches')) }} as loaded_at
 from {{ source('tap_jobresults', 'pipeline_matches') }}

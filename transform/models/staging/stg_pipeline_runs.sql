@@ -12,5 +12,6 @@ select
     cast(match_count as bigint) as match_count,
     cast(suggested_rule_count as bigint) as suggested_rule_count,
     cast(generated_rule_count as bigint) as generated_rule_count,
+    {{ json_value('extra_fields') }} as extra_fields,
     {{ loaded_at(source('tap_jobresults', 'pipeline_runs')) }} as loaded_at
 from {{ source('tap_jobresults', 'pipeline_runs') }}

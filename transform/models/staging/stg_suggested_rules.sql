@@ -9,5 +9,6 @@ select
     cast(avg_score as double precision) as avg_score,
     {{ json_value('match_index') }} as match_index,
     {{ json_value('matches') }} as matches,
+    {{ json_value('extra_fields') }} as extra_fields,
     {{ loaded_at(source('tap_jobresults', 'suggested_rules')) }} as loaded_at
 from {{ source('tap_jobresults', 'suggested_rules') }}
