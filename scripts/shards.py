@@ -2,7 +2,8 @@
 
     python scripts/shards.py yaml 4 > meltano-shards.yml     # the file meltano.yml includes
     python scripts/shards.py run 4                           # N `meltano run` at once; waits for all
-    meltano invoke tap-jobresults --discover | python scripts/shards.py schemas | meltano invoke target-postgres
+    meltano invoke tap-jobresults --discover > catalog.json
+    python scripts/shards.py schemas < catalog.json | meltano invoke target-postgres
                                                              # once, before the first parallel round
 
 `yaml N` prints one inherited extractor per shard (`tap-jobresults--shard-<i>`, `inherit_from:

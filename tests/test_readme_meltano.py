@@ -146,6 +146,16 @@ def _environment(apis, schema: str, tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _all_sources(apis) -> dict[str, str]:
+    return {
+        "TAP_JOBRESULTS_CLAVATA_BASE_URL": apis.clavata.base_url,
+        "TAP_JOBRESULTS_CLAVATA_API_KEY": apis.config(sources=("clavata",))["clavata"]["api_key"],
+        "TAP_JOBRESULTS_COGNITE_BASE_URL": apis.cognite.base_url,
+        "TAP_JOBRESULTS_COGNITE_PROJECT": apis.config(sources=("cognite",))["cognite"]["project"],
+        "TAP_JOBRESULTS_COGNITE_TOKEN": apis.config(sources=("cognite",), cognite_auth="token")["cognite"]["token"],
+    }
+
+
 def _fill_in(command: str, apis, tmp_path: Path) -> str:
     command = command.replace(PLACEHOLDER_KEY, apis.talonic.api_key)
     command = re.sub(r"(config set target-postgres password) \.\.\.", r"\1 unused-with-trust-auth", command)
@@ -175,8 +185,10 @@ def test_every_readme_meltano_command_runs_as_written(apis, project, schema, tmp
         command = _fill_in(written, apis, tmp_path)
         if command.startswith("meltano run"):
             # Work for the run: two finished jobs and one still processing.
-            jobs = [apis.talonic.add_job(rows=3), apis.talonic.add_job(rows=2), apis.talonic.add_job("processing")]
-        proc = shell(command)
+            jobs += [apis.talonic.add_job(rows=3), apis.talonic.add_job(rows=2), apis.talonic.add_job("processing")]
+        # dbt's sources are the tables of all three vendors: the run that feeds it has them all
+        # (the other two against the fakes' empty accounts).
+        proc = shell(command, env=_all_sources(apis) if "dbt-postgres" in command else None)
         ran.append(written)
         result = f"`{written}` exited {proc.returncode}:\n{proc.stderr[-3000:]}"
         if command.startswith("meltano config test"):
