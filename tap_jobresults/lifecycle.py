@@ -213,9 +213,7 @@ class Bookmark:
 
     def wanted(self, source: str, key: JobKey) -> bool:
         """A listed job this run should fetch (pending jobs aside)."""
-        return (
-            self.policy.owns(source, key.id) and not self.synced(key) and not self.policy.before_start(key.created)
-        )
+        return self.policy.owns(source, key.id) and not self.synced(key) and not self.policy.before_start(key.created)
 
     def advance(self, key: JobKey, *, done: bool, missing: bool = False) -> None:
         """Record a job's outcome, after its records are written."""

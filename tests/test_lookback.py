@@ -32,7 +32,9 @@ class Vendor:
             return self.apis.talonic.add_job(rows=2, created_at=_iso(created), status=status or "completed")
         if self.name == "clavata":
             return self.apis.clavata.add_job(results=2, created=_iso(created), status=status or "JOB_STATUS_COMPLETED")
-        return str(self.apis.cognite.add_run(self.pid, matches=2, created_ms=_ms(created), status=status or "Completed"))
+        return str(
+            self.apis.cognite.add_run(self.pid, matches=2, created_ms=_ms(created), status=status or "Completed")
+        )
 
     def config(self, **extra) -> dict:
         sources = {"talonic": ("talonic",), "clavata": ("clavata",), "cdf runs": ("cognite",)}[self.name]

@@ -94,9 +94,7 @@ class JobSource(abc.ABC):
     def is_before_start(self, created: str | None) -> bool:
         return self.policy.before_start(created)
 
-    def pages(
-        self, what: str, get_page: t.Callable[[str | None], tuple[list, str | None]]
-    ) -> t.Iterator[list]:
+    def pages(self, what: str, get_page: t.Callable[[str | None], tuple[list, str | None]]) -> t.Iterator[list]:
         """Walk a cursor-paged listing: `get_page(cursor)` returns (items, next cursor or None).
 
         A hostile or broken server cannot keep the walk going: a cursor seen before in this walk,
@@ -112,7 +110,9 @@ class JobSource(abc.ABC):
                 return
             if next_cursor in seen or next_cursor == cursor:
                 raise MalformedPayload(
-                    self.setting, what, "the listing loops (a page cursor came back a second time); nothing past it is bookmarked"
+                    self.setting,
+                    what,
+                    "the listing loops (a page cursor came back a second time); nothing past it is bookmarked",
                 )
             seen.add(next_cursor)
             cursor = next_cursor

@@ -120,7 +120,9 @@ class ClavataJobs(JobSource):
             if not isinstance(body, dict):
                 raise MalformedPayload("clavata", what, f"expected a JSON object, got {type(body).__name__}")
             if "jobs" not in body and ("code" in body or "message" in body):
-                raise MalformedPayload("clavata", what, f"an error body with HTTP 200 ({str(body.get('message'))[:200]})")
+                raise MalformedPayload(
+                    "clavata", what, f"an error body with HTTP 200 ({str(body.get('message'))[:200]})"
+                )
             next_token = body.get("nextPageToken")
             return objects("clavata", what, body, "jobs"), next_token if isinstance(next_token, str) else None
 

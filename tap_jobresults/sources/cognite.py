@@ -14,7 +14,17 @@ import typing as t
 from tap_jobresults.errors import MalformedPayload
 from tap_jobresults.lifecycle import Bookmark, ConfiguredJobs, FetchedJob, JobKey, JobRef
 from tap_jobresults.records import build, col, to_int, to_int_list, to_list, to_num, to_obj, to_str, to_str_list, to_ts
-from tap_jobresults.sources.base import BODY, JobSource, Listing, created_of, decode, objects, path_id, require, split_body
+from tap_jobresults.sources.base import (
+    BODY,
+    JobSource,
+    Listing,
+    created_of,
+    decode,
+    objects,
+    path_id,
+    require,
+    split_body,
+)
 from tap_jobresults.streams import JobStream, ResultStream
 
 TERMINAL = frozenset({"Completed", "Failed"})  # SDK JobStatus; Queued/Running/Distributing/... are not
@@ -95,7 +105,9 @@ class PredictJobs(JobSource):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        configured = {str(job["job_id"]): job.get("job_token") for job in self.section.get("entity_matching_jobs") or []}
+        configured = {
+            str(job["job_id"]): job.get("job_token") for job in self.section.get("entity_matching_jobs") or []
+        }
         self.jobs = {job_id: token for job_id, token in configured.items() if self.policy.owns(self.name, job_id)}
 
     def label(self, partition: str, job_id: str) -> str:

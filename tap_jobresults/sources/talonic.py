@@ -15,7 +15,7 @@ import typing as t
 
 from tap_jobresults.errors import MalformedPayload, NotFoundError
 from tap_jobresults.lifecycle import FetchedJob, JobKey, JobRef
-from tap_jobresults.records import build, col, to_int, to_list, to_num, to_obj, to_str, to_ts, Unfit
+from tap_jobresults.records import Unfit, build, col, to_int, to_list, to_num, to_obj, to_str, to_ts
 from tap_jobresults.sources.base import (
     BODY,
     JobSource,
@@ -118,7 +118,7 @@ class ExtractionJobs(JobSource):
             if problem := _error_envelope(body):
                 raise MalformedPayload("talonic", what, problem)
             jobs = objects("talonic", what, body, "data")
-            pagination = body.get("pagination") if isinstance(body.get("pagination"), dict) else {}
+            pagination: dict = body.get("pagination") if isinstance(body.get("pagination"), dict) else {}
             total = body.get("total")
             if not pagination and isinstance(total, int) and total > len(jobs):
                 # The generic page-based envelope ({data, total, links}) has no cursor to follow:
