@@ -118,7 +118,7 @@ class ExtractionJobs(JobSource):
             if problem := _error_envelope(body):
                 raise MalformedPayload("talonic", what, problem)
             jobs = objects("talonic", what, body, "data")
-            pagination: dict = body.get("pagination") if isinstance(body.get("pagination"), dict) else {}
+            pagination: dict = body["pagination"] if isinstance(body.get("pagination"), dict) else {}
             total = body.get("total")
             if not pagination and isinstance(total, int) and total > len(jobs):
                 # The generic page-based envelope ({data, total, links}) has no cursor to follow:
