@@ -4,7 +4,7 @@ VENV   ?= .venv
 LOADER_VENV ?= .venv-target-duckdb
 BIN    := $(VENV)/bin
 
-.PHONY: demo demo-postgres test install bench lint lock readme-settings clean
+.PHONY: demo demo-postgres test mutations install bench lint lock readme-settings clean
 
 $(BIN)/tap-jobresults: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ demo-postgres: install .venv-target-postgres/bin/target-postgres
 
 test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-postgres .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake .venv-dagster/bin/dagster
 	PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
+
+# One-line behavioural mutations of tap_jobresults/, each in a scratch copy: the tests chosen for it
+# must fail (scripts/mutations.py; .ci/run runs it after the suite).
+mutations: install
+	$(BIN)/python scripts/mutations.py
 
 bench: install
 	$(BIN)/python -m benchmarks
