@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import signal
+import sys
 import typing as t
 
 import jsonschema
@@ -225,7 +226,8 @@ def test_sync_all_syncs_streams_in_name_order_so_sync_runs_runs_last(restore_sig
 
 def test_sync_all_is_extended_not_replaced() -> None:
     """The SDK marks sync_all final; ours must keep calling it (STATE at start, every stream)."""
-    assert getattr(Tap.sync_all, "__final__", False), "the SDK no longer marks sync_all final: revisit tap.py"
+    if sys.version_info >= (3, 11):  # typing.final records itself from 3.11 on
+        assert getattr(Tap.sync_all, "__final__", False), "the SDK no longer marks sync_all final: revisit tap.py"
     assert "super().sync_all()" in inspect.getsource(TapJobResults.sync_all)
 
 
