@@ -41,10 +41,13 @@ class Mutation:
     replacement: str
     tests: tuple[str, ...]  # pytest arguments: node ids, files, or "-k" expressions
     why: str  # the behaviour the mutation removes
+    slow: bool = False  # its test takes a minute or more when mutated: started first
 
 
-def m(file: str, original: str, replacement: str, tests: str | tuple[str, ...], why: str) -> Mutation:
-    return Mutation(file, original, replacement, (tests,) if isinstance(tests, str) else tests, why)
+def m(
+    file: str, original: str, replacement: str, tests: str | tuple[str, ...], why: str, *, slow: bool = False
+) -> Mutation:
+    return Mutation(file, original, replacement, (tests,) if isinstance(tests, str) else tests, why, slow)
 
 
 F, H, L, S, U = (
@@ -257,6 +260,7 @@ MUTATIONS: list[Mutation] = [
         "timer = _Deadline(1e9, self.connect_timeout)",
         (H, "-k", "trickling and headers"),
         "each response must be complete within read_timeout (a trickling server cannot hold a job)",
+        slow=True,
     ),
     m(
         "http.py",
@@ -321,6 +325,7 @@ MUTATIONS: list[Mutation] = [
         "if True:",
         f"{L}::test_state_output_stays_linear_with_thousands_of_pending_jobs_the_server_forgot",
         "with a large bookmark, STATE is written at most once a second, not after every job",
+        slow=True,
     ),
     m(
         "state.py",
@@ -342,6 +347,7 @@ MUTATIONS: list[Mutation] = [
         "        if True:\n",
         f"{U}::test_fetcher_keeps_input_order_and_bounds_jobs_in_flight",
         "jobs are fetched concurrently",
+        slow=True,
     ),
     m(
         "tap.py",
@@ -466,22 +472,20 @@ def preflight(files: list[str]) -> None:
 
 
 def baseline(files: list[str], mutations: list[Mutation], jobs: int) -> float:
-    """Every selection passes unmutated: the test ids and files in `jobs` pytest runs at once, each
-    -k selection in a run of its own."""
+    """Every selection passes unmutated: the test ids and files in one pytest run over `jobs` workers
+    (pytest-xdist), then each -k selection in a run of its own."""
     plain = sorted({test for mu in mutations for test in mu.tests if "-k" not in mu.tests})
     keyed = sorted({mu.tests for mu in mutations if "-k" in mu.tests})
-    groups = [tuple(plain[i :: max(1, jobs)]) for i in range(max(1, jobs))] + keyed
+    groups = ([("-n", str(jobs), *plain)] if jobs > 1 else [tuple(plain)]) if plain else []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tap-mutation-") as tmp:
         scratch = Path(tmp)
         _copy(files, scratch)
-        with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
-            runs = {pool.submit(_pytest, scratch, tests, TIMEOUT * 4): tests for tests in groups if tests}
-            for future in concurrent.futures.as_completed(runs):
-                code, output, _ = future.result()
-                if code != 0:
-                    print(output[-4000:])
-                    sys.exit(f"baseline: the selected tests do not pass unmutated ({' '.join(runs[future])})")
+        for tests in [*groups, *keyed]:
+            code, output, _ = _pytest(scratch, tests, TIMEOUT * 4)
+            if code != 0:
+                print(output[-4000:])
+                sys.exit(f"baseline: the selected tests do not pass unmutated ({' '.join(tests)})")
     return time.monotonic() - started
 
 
@@ -510,7 +514,8 @@ def main() -> int:
 
     results: dict[str, int] = {"caught": 0, "SURVIVED": 0, "ERROR": 0}
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        futures = {pool.submit(run_one, mu, files): mu for mu in runnable}
+        ordered = sorted(runnable, key=lambda mu: not mu.slow)  # the long ones first: a shorter tail
+        futures = {pool.submit(run_one, mu, files): mu for mu in ordered}
         for future in concurrent.futures.as_completed(futures):
             mu = futures[future]
             outcome, seconds, detail = future.result()
