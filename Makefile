@@ -20,7 +20,14 @@ $(LOADER_VENV)/bin/target-duckdb:
 	# duckdb 2 sniffs a header in the loader's headerless CSV and drops each batch's first row.
 	$(LOADER_VENV)/bin/pip install --quiet 'target-duckdb==0.8.0' 'duckdb==1.1.3'
 
-demo: install $(LOADER_VENV)/bin/target-duckdb
+# dbt for the review models in transform/, in its own virtualenv too. dbt-core 1.12 needs a wheel from GitHub
+# (not PyPI), so 1.11; duckdb is the loader's version, so that both read and write the same file format.
+DBT_VENV ?= .venv-dbt
+$(DBT_VENV)/bin/dbt:
+	$(PYTHON) -m venv $(DBT_VENV)
+	$(DBT_VENV)/bin/pip install --quiet 'dbt-core==1.11.16' 'dbt-postgres==1.11.0' 'dbt-duckdb==1.11.1' 'duckdb==1.1.3'
+
+demo: install $(LOADER_VENV)/bin/target-duckdb $(DBT_VENV)/bin/dbt
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/$(LOADER_VENV)/bin:$$PATH" $(BIN)/python scripts/demo.py
 
 .venv-target-postgres/bin/target-postgres:
@@ -28,7 +35,7 @@ demo: install $(LOADER_VENV)/bin/target-duckdb
 	.venv-target-postgres/bin/pip install --quiet 'meltanolabs-target-postgres==0.8.1'
 
 # The same demo into PostgreSQL (PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE; default 127.0.0.1:5432).
-demo-postgres: install .venv-target-postgres/bin/target-postgres
+demo-postgres: install .venv-target-postgres/bin/target-postgres $(DBT_VENV)/bin/dbt
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.venv-target-postgres/bin:$$PATH" $(BIN)/python scripts/demo.py --loader postgres
 
 # Loaders and Meltano for the end-to-end tests, each in its own virtualenv (as Meltano does).
@@ -49,7 +56,7 @@ demo-postgres: install .venv-target-postgres/bin/target-postgres
 	$(PYTHON) -m venv .venv-target-snowflake
 	.venv-target-snowflake/bin/pip install --quiet 'meltanolabs-target-snowflake==0.19.2'
 
-test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-postgres .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake .venv-dagster/bin/dagster
+test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-postgres .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake .venv-dagster/bin/dagster $(DBT_VENV)/bin/dbt
 	PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
 
 # One-line behavioural mutations of tap_jobresults/, each in a scratch copy: the tests chosen for it
@@ -77,4 +84,4 @@ readme-settings: install
 	$(BIN)/python scripts/readme_settings.py
 
 clean:
-	rm -rf $(VENV) $(LOADER_VENV) .venv-target-postgres .venv-meltano .venv-target-snowflake .venv-dagster .venv-py3.* .meltano output .pytest_cache
+	rm -rf $(VENV) $(LOADER_VENV) .venv-target-postgres .venv-meltano .venv-target-snowflake .venv-dagster .venv-py3.* $(DBT_VENV) .meltano output .pytest_cache transform/target transform/logs

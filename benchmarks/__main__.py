@@ -3,6 +3,7 @@
     python -m benchmarks            (or: make bench): large jobs, then many small jobs
     python -m benchmarks large      only the large jobs
     python -m benchmarks small      only the many small jobs
+    python -m benchmarks lookback   state size and listing pages per lookback_window (benchmarks/lookback.py)
     python -m benchmarks shards     1, 2 and 4 shards at once, latency-bound (benchmarks/shards.py)
 
 The fake APIs serve one CDF predict job of 100,000 items and one Talonic job of 50,000 rows. The
@@ -200,6 +201,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["lookback"]:
+        from benchmarks.lookback import main as lookback
+
+        sys.exit(lookback(sys.argv[2:]))
     if sys.argv[1:2] == ["shards"]:
         from benchmarks.shards import main as shards
 

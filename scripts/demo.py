@@ -1,4 +1,4 @@
-"""The no-credentials demo: fake APIs -> tap-jobresults -> a loader -> a look at what landed.
+"""The no-credentials demo: fake APIs -> tap-jobresults -> a loader -> dbt -> a look at the review models.
 
     make demo            target-duckdb into output/demo.duckdb (no server needed)
     make demo-postgres   target-postgres into schema tap_jobresults_demo of your PostgreSQL
@@ -8,7 +8,9 @@
 --output DIR puts the demo's files (config, state, DuckDB file) elsewhere than output/, and
 --schema NAME loads PostgreSQL into another schema (the tests use both, to leave yours alone).
 
-Each loader runs from its own virtualenv, as Meltano would install it.
+Each loader runs from its own virtualenv, as Meltano would install it; so does dbt (.venv-dbt), which builds
+the project in transform/ over what landed, into the schema named after the loaded one plus `_dbt` (tap_jobresults_dbt in the
+DuckDB file, tap_jobresults_demo_dbt in PostgreSQL).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ STREAMS = (
     "clavata_reports",
     "extraction_jobs",
     "extraction_rows",
+    "sync_runs",
 )
 
 
@@ -61,6 +64,119 @@ for filename, confidence, flags in rows(
     "where confidence < 0.8 order by confidence limit 5"
 ):
     print(f"{filename:<20} {confidence:<5} {flags}")
+"""
+
+
+# What `make demo` shows of each review model: its most telling columns, in review order.
+REVIEW_MODELS = {
+    "review_low_score_matches": ("job_id, item_index, source_name, candidate_rank, score, target_name", "score"),
+    "review_ambiguous_matches": (
+        "job_id, item_index, source_name, best_target_name, best_score, runner_up_target_name, runner_up_score",
+        "score_gap",
+    ),
+    "review_policy_outcomes": (
+        "policy_key, day, reports, outcome_true, outcome_false, outcome_failed, avg_score",
+        "day",
+    ),
+    "review_flagged_extraction_fields": (
+        "schema_name, field, flag_count, flagged_row_rate, flag_codes",
+        "flag_count desc",
+    ),
+    "review_running_jobs": ("source, job_stream, job_key, status, created_at, age_seconds, progress", "created_at"),
+    "review_failed_jobs": ("source, job_stream, job_key, status, error_code, error_message, failed_at", "failed_at"),
+}
+# Prints the first rows of each review model: argv = connection, models schema, then model:columns:order...
+REVIEW = """
+import datetime, sys
+where, schema, specs = sys.argv[1], sys.argv[2], sys.argv[3:]
+def show(value):
+    if isinstance(value, datetime.datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    text = "" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+    return text if len(text) <= 24 else text[:21] + "..."
+for spec in specs:
+    model, columns, order = spec.split(":")
+    cur = con.execute(f"select {columns} from {schema}.{model} order by {order} limit 5")
+    names = [d[0] for d in cur.description]
+    rows = cur.fetchall()
+    total = con.execute(f"select count(*) from {schema}.{model}").fetchall()[0][0]
+    print(f"\\n== {model}: {total} in all, the first {len(rows)}")
+    table = [names] + [[show(v) for v in row] for row in rows]
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(names))]
+    for r in table:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+"""
+DBT = ROOT / ".venv-dbt" / "bin" / "dbt"
+
+
+def _dbt_review(loader: str, where: str, loader_python: str, source_schema: str) -> int:
+    """dbt build over what landed, then the first rows of the review models."""
+    if not DBT.exists():
+        print("== dbt is not installed (.venv-dbt): `make demo` installs it", file=sys.stderr)
+        return 1
+    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    if loader == "duckdb":
+        models_schema = f"{source_schema}_dbt"
+        env.update(DBT_TARGET="duckdb", DBT_DUCKDB_PATH=where, DBT_SCHEMA=models_schema)
+        # The dbt venv's duckdb reads the file (its format is the loader's duckdb's).
+        reader, connect = str(DBT.parent / "python"), "import duckdb; con = duckdb.connect(sys.argv[1])\n"
+    else:
+        conn, _ = _postgres(source_schema)
+        models_schema = f"{source_schema}_dbt"
+        env.update(
+            DBT_TARGET="postgres",
+            PGHOST=conn["host"],
+            PGPORT=str(conn["port"]),
+            PGUSER=conn["user"],
+            PGPASSWORD=os.environ.get("PGPASSWORD", ""),
+            PGDATABASE=conn["database"],
+            DBT_SCHEMA=models_schema,
+        )
+        reader, connect = loader_python, "import psycopg; con = psycopg.connect(sys.argv[1])\n"
+    has_heartbeat = (
+        subprocess.run(
+            [reader, "-c", "import sys\n" + connect + SYNC_RUNS_EXISTS, where, source_schema],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        == "yes"
+    )
+    dbt_vars = {"source_schema": source_schema, "sync_runs_enabled": has_heartbeat}
+    print(f"\n== dbt build (transform/) into schema {models_schema}", flush=True)
+    build = subprocess.run(
+        [
+            str(DBT),
+            "build",
+            "--project-dir",
+            "transform",
+            "--profiles-dir",
+            "transform",
+            "--vars",
+            json.dumps(dbt_vars),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    summary = [line for line in build.stdout.splitlines() if "Done. PASS=" in line]
+    print(summary[-1].split("  ", 1)[-1].strip() if summary else build.stdout[-3000:], flush=True)
+    if build.returncode:
+        print(build.stdout[-5000:], file=sys.stderr)
+        return 1
+    specs = [f"{model}:{columns}:{order}" for model, (columns, order) in REVIEW_MODELS.items()]
+    return subprocess.run(
+        [reader, "-c", "import sys\n" + connect + REVIEW, where, models_schema, *specs], check=False
+    ).returncode
+
+
+SYNC_RUNS_EXISTS = """
+found = con.execute(
+    "select count(*) from information_schema.tables where table_schema = '" + sys.argv[2] + "' and table_name = 'sync_runs'"
+).fetchall()[0][0]
+print("yes" if found else "no")
 """
 
 
@@ -107,7 +223,7 @@ def main() -> int:
     target, loader_python = _loader(f"target-{loader}")
     if loader == "duckdb":
         config, where, summary = (
-            {"filepath": str(database), "default_target_schema": schema},
+            {"filepath": str(database), "default_target_schema": schema, "add_metadata_columns": True},
             str(database),
             DUCKDB_SUMMARY,
         )
@@ -115,8 +231,12 @@ def main() -> int:
         config, where = _postgres(schema)
         summary = POSTGRES_SUMMARY
         # A fresh demo schema each time, so the counts below are this run's.
-        drop = "import sys, psycopg; psycopg.connect(sys.argv[1], autocommit=True).execute(f'drop schema if exists \"{sys.argv[2]}\" cascade')"
-        subprocess.run([loader_python, "-c", drop, where, schema], check=True)
+        drop = (
+            "import sys, psycopg; con = psycopg.connect(sys.argv[1], autocommit=True)\n"
+            "for schema in sys.argv[2:]:\n"
+            "    con.execute(f'drop schema if exists \"{schema}\" cascade')"
+        )
+        subprocess.run([loader_python, "-c", drop, where, schema, f"{schema}_dbt"], check=True)
     target_config = out / f"target-{loader}.json"
     target_config.write_text(json.dumps(config))
 
@@ -155,7 +275,7 @@ def main() -> int:
         return 1
     last_state = [line for line in state_file.read_text().splitlines() if line.strip()]
     print(f"== final state ({len(last_state[-1]) if last_state else 0} bytes) in {_shown(state_file)}")
-    return 0
+    return _dbt_review(loader, where, loader_python, schema)
 
 
 if __name__ == "__main__":

@@ -78,22 +78,22 @@ class SourceRun:
     def done(self) -> int:
         return self.synced + self.still_running + self.failed + self.missing
 
-    def progress(self) -> None:
+    def progress(self, *, final: bool = False) -> None:
         now = time.monotonic()
-        if now - self._last_progress < PROGRESS_EVERY:
+        if now - self._last_progress < PROGRESS_EVERY and not final:
             return
         self._last_progress = now
         elapsed = now - self.t0
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = (self.to_do - self.done) / rate if rate > 0 else float("nan")
         logger.info(
-            "%s: %d/%d jobs, %d records, %.0f jobs/s, about %s left",
+            "%s: %d/%d jobs, %d records, %.0f jobs/s, %s",
             self.source.name,
             self.done,
             self.to_do,
             sum(self.record_counts.values()),
             rate,
-            _duration(left),
+            f"done in {_duration(elapsed)}" if final else f"about {_duration(left)} left",
         )
 
     # -- results -------------------------------------------------------------------------------------
@@ -140,6 +140,8 @@ class Reporter:
     def finish(self, run: SourceRun) -> None:
         run.finished_at = _now_iso()
         run.duration = time.monotonic() - run.t0
+        if run.reached_source and run.to_do:
+            run.progress(final=True)
 
     def summary(self) -> str:
         records: collections.Counter[str] = collections.Counter()

@@ -11,7 +11,9 @@ Called from here (nowhere else in the package):
   job stream, outside the SDK's per-child sync (see streams.py); these are the SDK's own record path
   (stream maps, flattening, selection), so nothing is bypassed but the per-job child sync. Records
   nothing transforms (`SameRecordTransform` alone, no flattening, every property selected) go
-  straight to the tap's message writer (`Stream._tap.message_writer`, writer.py).
+  straight to the tap's message writer (`Stream._tap.message_writer`, writer.py), job records too
+  (`write_one_fast`, from the `_write_record_message` override); `flush_output` delivers what the
+  writer holds when no STATE will (`--test`).
 - `Stream.get_record_counter()`: one METRIC line per result stream per run.
 - `Stream._write_state_message` + `state_manager.is_flushed`: the SDK writes STATE only when
   `is_flushed` is False; STATE after a job's records, none from result streams.
@@ -21,7 +23,8 @@ Called from here (nowhere else in the package):
   SDK's config validation (built-in settings, defaults filled in), with the tap's own messages.
 
 Overrides that must stay where they are (same names and parameters as the SDK's; checked too):
-- streams.py: `_increment_stream_state` (the bookmark is the job lifecycle's, not a replication
+- streams.py: `_write_record_message` (job records nothing transforms are encoded directly),
+  `_increment_stream_state` (the bookmark is the job lifecycle's, not a replication
   key value), `_write_state_message` (none in `--test`, none from result streams or sync_runs),
   `_write_schema_message` (once per run), `generate_child_contexts` (the SDK calls it once per
   record in `Stream.sync`; only BATCH output uses child syncs).
@@ -69,6 +72,10 @@ def untransformed(stream: Stream) -> bool:
     )
 
 
+def write_schema(stream: Stream) -> None:
+    stream._write_schema_message()
+
+
 def write_records(stream: Stream, records: t.Iterable[dict]) -> int:
     """Write records of `stream`; its SCHEMA first, once. Records nothing transforms are encoded
     straight to stdout (writer.py); otherwise they take the SDK's record path (maps, flattening,
@@ -78,8 +85,10 @@ def write_records(stream: Stream, records: t.Iterable[dict]) -> int:
     if counter is None:
         counter = _counters[id(stream)] = stream.get_record_counter()
         counter.__enter__()
-        _fast[id(stream)] = untransformed(stream) and hasattr(message_writer(stream), "write_records")
-    if _fast[id(stream)]:
+    fast = _fast.get(id(stream))
+    if fast is None:
+        fast = _fast[id(stream)] = untransformed(stream) and hasattr(message_writer(stream), "write_records")
+    if fast:
         count = message_writer(stream).write_records(stream.name, records)
     else:
         count = 0
@@ -96,6 +105,18 @@ def message_writer(stream: Stream) -> t.Any:
     return stream._tap.message_writer
 
 
+def write_one_fast(stream: Stream, record: dict) -> bool:
+    """A job record the SDK hands to `_write_record_message`: encoded straight to stdout when nothing
+    would transform it (see write_records). False: take the SDK's own path."""
+    fast = _fast.get(id(stream))
+    if fast is None:
+        fast = _fast[id(stream)] = untransformed(stream) and hasattr(message_writer(stream), "write_records")
+    if fast:
+        message_writer(stream).write_records(stream.name, (record,))
+        stream.state_manager.is_flushed = False
+    return fast
+
+
 def close_counters() -> None:
     """One METRIC line per result stream per run (the SDK would log one per job)."""
     for counter in _counters.values():
@@ -110,6 +131,13 @@ def write_state_now(stream: Stream) -> None:
 
 def mark_state_flushed(stream: Stream) -> None:
     stream.state_manager.is_flushed = True
+
+
+def flush_output(stream: Stream) -> None:
+    """Deliver what the tap's writer holds (it flushes at STATE; some endings write none)."""
+    flush = getattr(message_writer(stream), "flush", None)
+    if flush is not None:
+        flush()
 
 
 def write_tap_state(tap: Tap) -> None:

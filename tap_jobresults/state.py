@@ -45,6 +45,13 @@ def check(value: t.Any, where: str = "state") -> dict:
             f"{where}: written by a newer tap-jobresults (state format {version}; this one reads up to "
             f"{FORMAT_VERSION}): upgrade the tap, or reset the state"
         )
+    shard = value.get("shard")
+    if shard is not None and not (
+        isinstance(shard, list)
+        and len(shard) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
+    ):
+        raise StateError(f"{where}.shard: expected [index, count], got {_show(shard)}")
     bookmarks = value.get("bookmarks", {})
     if not isinstance(bookmarks, dict):
         raise StateError(f"{where}.bookmarks: expected an object, got {_kind(bookmarks)}")

@@ -64,6 +64,12 @@ class _JobResultsStream(Stream):
         # were not all written, so test mode writes none.
         if not sdk_hooks.is_dry_run(self):
             super()._write_state_message()
+        else:
+            sdk_hooks.flush_output(self)
+
+    def _write_record_message(self, record: Record) -> None:
+        if not sdk_hooks.write_one_fast(self, record):
+            super()._write_record_message(record)
 
     def _write_schema_message(self) -> None:
         # Once per run is enough (the SDK would re-send it on every child sync).
@@ -97,6 +103,10 @@ class JobStream(_JobResultsStream):
         partitions_state: dict = self.stream_state.setdefault("job_bookmarks", {})
         run = self.reporter.start(self.name, source)
         selected = [rs for rs in self.result_streams if rs.selected]
+        for stream in selected:
+            # Every selected table exists after the first run, even one that has no record yet (a
+            # quiet account): loaders create a table on its SCHEMA, and dbt's sources need them.
+            sdk_hooks.write_schema(stream)
         try:
             try:
                 partitions = source.partitions()
@@ -135,6 +145,7 @@ class JobStream(_JobResultsStream):
             run.failed_listing()
             return True
         run.listed(len(refs))
+        logger.info("%s: %d jobs to sync (new, late or unfinished)", where, len(refs))
         not_yet = set(bookmark.state.get("backfill", {}).get("streams", []))
         bookmark.state["results"] = sorted({rs.name for rs in selected} - not_yet)
         fetched = self.fetcher.map(lambda ref: source.fetch(partition, ref, bool(selected)), refs)
@@ -303,7 +314,9 @@ class SyncRunsStream(_JobResultsStream):
                 yield run.heartbeat()
 
     def _write_state_message(self) -> None:
+        # No state of its own; what it wrote goes out now (it may be the last stream of the run).
         sdk_hooks.mark_state_flushed(self)
+        sdk_hooks.flush_output(self)
 
 
 def backfill_streams(bookmark: Bookmark, selected: list[ResultStream]) -> list[ResultStream]:

@@ -27,6 +27,7 @@ from tap_jobresults.writer import SingerWriter
 if t.TYPE_CHECKING:
     from types import FrameType
 
+
 logger = logging.getLogger("tap-jobresults")
 
 SOURCE_STREAMS: dict[str, tuple[type[Stream], ...]] = {
@@ -37,6 +38,8 @@ SOURCE_STREAMS: dict[str, tuple[type[Stream], ...]] = {
 
 
 class TapJobResults(Tap):
+    """Results of asynchronous ML/AI jobs: CDF entity matching, Clavata content policies, Talonic extraction."""
+
     name = "tap-jobresults"
     config_jsonschema = settings.CONFIG_SCHEMA
     message_writer_class = SingerWriter
@@ -184,7 +187,33 @@ class TapJobResults(Tap):
         super().invoke(state=state, **kwargs)
 
     def load_state(self, state: dict[str, t.Any]) -> None:
-        super().load_state(state_format.check(state))
+        checked = state_format.check(state)
+        super().load_state(checked)
+        if "shard" in checked:
+            self._plain_state()["shard"] = checked["shard"]
+
+    def _plain_state(self) -> dict[str, t.Any]:
+        """The tap state as the plain dict it is (the SDK types it as bookmarks only)."""
+        return t.cast("dict[str, t.Any]", self.state)
+
+    def _state_fits_config(self) -> None:
+        """A state written under one sharding is only valid under the same one: with another shard
+        count, jobs change hands, and a bookmark taken over one set of jobs would hide others."""
+        shard = self.config.get("shard")
+        current = [int(shard["index"]), int(shard["count"])] if isinstance(shard, dict) else None
+        state = self._plain_state()
+        stored = state.get("shard")
+        if stored is not None and stored != current and state.get("bookmarks"):
+            written = f"shard {stored[0]} of {stored[1]}"
+            now = f"shard {current[0]} of {current[1]}" if current else "no shard"
+            raise StateError(
+                f"state: written by {written}, but the config says {now}. Jobs change shards when the shard "
+                "count changes: clear the state of every shard (meltano state clear ...) and let each sync again"
+            )
+        if current is None:
+            state.pop("shard", None)
+        else:
+            state["shard"] = current
 
     # -- run -----------------------------------------------------------------------------------------
 
@@ -192,10 +221,15 @@ class TapJobResults(Tap):
     # has run can the tap tell whether some job could not be synced, and a cron user needs that
     # as a non-zero exit code, with the list of jobs concerned as the last log lines.
     def sync_all(self) -> None:  # type: ignore[misc]
-        self.state["format_version"] = state_format.FORMAT_VERSION  # type: ignore[typeddict-unknown-key]
+        try:
+            self._state_fits_config()
+        except StateError as exc:
+            logger.error("%s. Nothing was synced.", exc)
+            sys.exit(1)
+        self._plain_state()["format_version"] = state_format.FORMAT_VERSION
         try:
             super().sync_all()
-            sys.stdout.flush()
+            t.cast("t.Any", self.message_writer).flush()
         except BrokenPipeError:
             # The loader stopped reading: nothing more can be delivered. Its last confirmed STATE is
             # the resume point; stdout goes nowhere from here so the interpreter can exit quietly.
@@ -222,8 +256,7 @@ class TapJobResults(Tap):
         # The SDK exits 0 here; a cron user must be able to tell an interrupted run from a
         # complete one. The state written is always a safe resume point (see lifecycle.py).
         try:
-            sdk_hooks.write_tap_state(self)
-            sys.stdout.flush()
+            sdk_hooks.write_tap_state(self)  # flushes the records before it, then itself
         finally:
             logger.error(
                 "Interrupted by signal %d: stopped before the sync finished. The last STATE message "

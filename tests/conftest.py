@@ -204,3 +204,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in SMOKE_FILES:
             item.add_marker(pytest.mark.smoke)
+
+
+@pytest.fixture
+def meltano_project_lock() -> t.Iterator[None]:
+    """Meltano runs of one plugin in one project share `.meltano/run/<plugin>/` (Meltano issue 8763): tests
+    that run Meltano in this repository hold this lock, so that two xdist workers never do so at once."""
+    import fcntl
+    import hashlib
+
+    digest = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    lock_path = Path(tempfile.gettempdir()) / f"tap-jobresults-meltano-{digest}.lock"
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

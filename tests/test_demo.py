@@ -1,4 +1,5 @@
-"""The README's demo commands: fake APIs -> tap -> target-duckdb / target-postgres, one line per stream.
+"""The README's demo commands: fake APIs -> tap -> target-duckdb / target-postgres, one line per stream, then
+dbt over what landed and the first rows of the review models.
 
 The demo runs with its files in a temporary directory and, for PostgreSQL, into a schema of its own in
 the test database, so that `make test` leaves the user's `output/demo.duckdb` and demo schema alone.
@@ -21,6 +22,14 @@ from tests.fakeapi.__main__ import demo
 
 pytestmark = pytest.mark.slow
 LOADER_VENVS = {"duckdb": ".venv-target-duckdb", "postgres": ".venv-target-postgres"}
+REVIEW_MODELS = {
+    "review_low_score_matches",
+    "review_ambiguous_matches",
+    "review_policy_outcomes",
+    "review_flagged_extraction_fields",
+    "review_running_jobs",
+    "review_failed_jobs",
+}
 PG_URL = os.environ.get("TAP_JOBRESULTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -45,6 +54,7 @@ def pg_schema():
     yield name, env
     with psycopg.connect(PG_URL, autocommit=True) as con:
         con.execute(f'drop schema if exists "{name}" cascade')
+        con.execute(f'drop schema if exists "{name}_dbt" cascade')
 
 
 @pytest.mark.parametrize("loader", sorted(LOADER_VENVS))
@@ -69,3 +79,9 @@ def test_demo_lands_every_record_of_all_ten_streams(loader, tmp_path, request):
     assert _snapshot(ROOT / "output") == users_output, "the demo test touched the user's output/"
     if loader == "duckdb":
         assert (tmp_path / "demo.duckdb").exists()
+    # It ends with dbt's build over what landed and the first rows of each review model.
+    assert re.search(r"^Done\. PASS=\d+ WARN=0 ERROR=0 ", proc.stdout, re.M), proc.stdout[-3000:]
+    shown = dict(re.findall(r"^== (review_\w+): (\d+) in all", proc.stdout, re.M))
+    assert set(shown) == REVIEW_MODELS, proc.stdout[-3000:]
+    # The demo has a failed and a running job of each of the four kinds.
+    assert int(shown["review_failed_jobs"]) >= 4 and int(shown["review_running_jobs"]) >= 4

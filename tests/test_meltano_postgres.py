@@ -23,7 +23,7 @@ from tests.conftest import CONTRACT_KEYS, ROOT, populate
 
 psycopg = pytest.importorskip("psycopg")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project_lock")]
 MELTANO = shutil.which("meltano") or str(ROOT / ".venv-meltano" / "bin" / "meltano")
 PG_URL = os.environ.get("TAP_JOBRESULTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PG = urlsplit(PG_URL)

@@ -77,8 +77,38 @@ def test_a_large_sync_logs_progress_and_a_summary_not_a_line_per_job(apis):
     lines = run.stderr.strip().splitlines()
     assert len(run.records("clavata_reports")) == 400
     assert len(lines) < 60, "\n".join(lines[:80])
-    assert any("clavata: " in line and "/400 jobs" in line and "jobs/s" in line for line in lines), run.stderr
+    progress = [line for line in lines if "clavata: " in line and "/400 jobs" in line and "jobs/s" in line]
+    assert any("left" in line for line in progress), run.stderr  # a periodic line, every 10 s
+    assert "400/400 jobs" in progress[-1] and "done in" in progress[-1]  # and the final one
     assert "Sync summary:" in run.stderr
     assert not any("Beginning sync of 'clavata_reports'" in line for line in lines)
     assert sum("METRIC" in line and '"clavata_reports"' in line for line in lines) <= 2
     assert "full_table" not in run.stderr
+
+
+def test_a_loader_that_stops_reading_is_reported_as_such(apis):
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from tests.conftest import TAP, tap_env
+
+    for _ in range(300):
+        apis.talonic.add_job(rows=20)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.json"
+        config.write_text(json.dumps(apis.config(sources=("talonic",))))
+        tap = subprocess.Popen(
+            [TAP, "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=tap_env(),
+        )
+        assert tap.stdout is not None and tap.stderr is not None
+        tap.stdout.readline()  # a loader that reads one line and dies
+        tap.stdout.close()
+        stderr = tap.stderr.read().decode()
+        assert tap.wait(timeout=120) == 1
+    assert "The loader stopped reading the tap's output (broken pipe)" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr

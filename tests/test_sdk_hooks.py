@@ -66,6 +66,12 @@ def messages(out: bytes) -> list[dict]:
     return [json.loads(line) for line in out.decode().splitlines() if line.strip()]
 
 
+def read(tap: Tap, capsysbinary: pytest.CaptureFixture[bytes]) -> list[dict]:
+    """The messages written so far (the tap's writer holds them in blocks until a STATE or a flush)."""
+    tap.message_writer.flush()  # type: ignore[attr-defined]
+    return messages(capsysbinary.readouterr().out)
+
+
 def params(function: t.Callable) -> list[tuple[str, t.Any, t.Any]]:
     """Parameter names, kinds and defaults: what a call or an override depends on (not annotations)."""
     return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
@@ -119,6 +125,7 @@ OVERRIDES = [
     (_JobResultsStream, "_increment_stream_state"),
     (_JobResultsStream, "_write_state_message"),
     (_JobResultsStream, "_write_schema_message"),
+    (_JobResultsStream, "_write_record_message"),
     (ResultStream, "_write_state_message"),
     (SyncRunsStream, "_write_state_message"),
     (JobStream, "generate_child_contexts"),
@@ -140,8 +147,8 @@ def test_write_record_message_writes_a_record_through_the_tap_writer(tap, capsys
     stream = tap.streams["extraction_rows"]
     assert stream._tap is tap and isinstance(sdk_hooks.message_writer(stream), SingerWriter)
     stream.state_manager.is_flushed = True
-    stream._write_record_message(dict(ROW))
-    (message,) = messages(capsysbinary.readouterr().out)
+    Stream._write_record_message(stream, dict(ROW))  # the SDK's path (ours may encode directly)
+    (message,) = read(tap, capsysbinary)
     assert message["type"] == "RECORD" and message["stream"] == "extraction_rows"
     assert message["record"] == ROW
     assert stream.state_manager.is_flushed is False  # so the next STATE is written
@@ -150,7 +157,7 @@ def test_write_record_message_writes_a_record_through_the_tap_writer(tap, capsys
 def test_write_schema_message_writes_the_stream_schema(tap, capsysbinary) -> None:
     stream = tap.streams["extraction_rows"]
     Stream._write_schema_message(stream)
-    (message,) = messages(capsysbinary.readouterr().out)
+    (message,) = read(tap, capsysbinary)
     assert message["type"] == "SCHEMA" and message["stream"] == "extraction_rows"
     assert message["schema"]["properties"].keys() == stream.schema["properties"].keys()
     assert message["key_properties"] == ["id"]
@@ -161,21 +168,21 @@ def test_write_state_message_writes_only_when_state_is_not_flushed(tap, capsysbi
     stream.stream_state["job_bookmarks"] = {"all": {"hwm": ["2025-01-01T00:00:00.000000Z", "j1"]}}
     stream.state_manager.is_flushed = True
     Stream._write_state_message(stream)
-    assert messages(capsysbinary.readouterr().out) == []
+    assert read(tap, capsysbinary) == []
     stream.state_manager.is_flushed = False
     Stream._write_state_message(stream)
-    (message,) = messages(capsysbinary.readouterr().out)
+    (message,) = read(tap, capsysbinary)
     assert message["type"] == "STATE"
     assert message["value"]["bookmarks"]["extraction_jobs"]["job_bookmarks"]["all"]["hwm"][1] == "j1"
     assert stream.state_manager.is_flushed is True
     # The tap's own helpers: write_state_now writes whatever the flag says; mark_state_flushed suppresses.
     stream.stream_state["job_bookmarks"]["all"]["hwm"][1] = "j2"  # bookmarks change in place
     sdk_hooks.write_state_now(stream)
-    assert [m["type"] for m in messages(capsysbinary.readouterr().out)] == ["STATE"]
+    assert [m["type"] for m in read(tap, capsysbinary)] == ["STATE"]
     stream.state_manager.is_flushed = False
     sdk_hooks.mark_state_flushed(stream)
     Stream._write_state_message(stream)
-    assert messages(capsysbinary.readouterr().out) == []
+    assert read(tap, capsysbinary) == []
 
 
 def test_increment_stream_state_is_needed_and_overridden(tap, capsysbinary) -> None:
@@ -188,7 +195,7 @@ def test_increment_stream_state_is_needed_and_overridden(tap, capsysbinary) -> N
     record = {"run_id": "r1", "job_stream": "extraction_jobs"}
     stream.get_records = lambda context: iter([dict(record)])  # type: ignore[method-assign]
     stream.sync()
-    out = messages(capsysbinary.readouterr().out)
+    out = read(tap, capsysbinary)
     assert [m["record"]["run_id"] for m in out if m["type"] == "RECORD"] == ["r1"]
 
 
@@ -204,7 +211,7 @@ def test_sync_calls_generate_child_contexts_once_per_record(tap, capsysbinary, m
     monkeypatch.setattr(stream, "generate_child_contexts", children)
     stream.sync()
     assert seen == ["j0", "j1", "j2"]
-    assert [m["record"]["job_id"] for m in messages(capsysbinary.readouterr().out) if m["type"] == "RECORD"] == seen
+    assert [m["record"]["job_id"] for m in read(tap, capsysbinary) if m["type"] == "RECORD"] == seen
 
 
 def test_sync_all_syncs_streams_in_name_order_so_sync_runs_runs_last(restore_signals, monkeypatch, capsysbinary):
@@ -248,10 +255,10 @@ def test_dry_run_writes_no_state(tap, capsysbinary) -> None:
     stream.ABORT_AT_RECORD_COUNT = 1
     stream.state_manager.is_flushed = False
     stream._write_state_message()  # ours: nothing in --test mode
-    assert messages(capsysbinary.readouterr().out) == []
+    assert read(tap, capsysbinary) == []
     stream.ABORT_AT_RECORD_COUNT = None
     stream._write_state_message()
-    assert [m["type"] for m in messages(capsysbinary.readouterr().out)] == ["STATE"]
+    assert [m["type"] for m in read(tap, capsysbinary)] == ["STATE"]
 
 
 def test_same_record_transform_is_the_identity_without_stream_maps(tap) -> None:
@@ -271,7 +278,7 @@ def test_a_stream_map_takes_the_sdk_record_path(restore_signals, capsysbinary) -
     assert not sdk_hooks.untransformed(stream)
     assert sdk_hooks.write_records(stream, [dict(ROW), dict(ROW, id="row-2")]) == 2
     sdk_hooks.close_counters()
-    out = messages(capsysbinary.readouterr().out)
+    out = read(tap, capsysbinary)
     assert [m["type"] for m in out] == ["SCHEMA", "RECORD", "RECORD"]
     assert "filename" not in out[0]["schema"]["properties"]
     assert all("filename" not in m["record"] for m in out[1:])
@@ -288,7 +295,7 @@ def test_write_records_untransformed_writes_schema_once_then_records(tap, capsys
     assert stream.TYPE_CONFORMANCE_LEVEL == TypeConformanceLevel.NONE
     assert sdk_hooks.write_records(stream, [dict(ROW)]) == 1
     assert sdk_hooks.write_records(stream, [dict(ROW, id="row-2")]) == 1
-    out = messages(capsysbinary.readouterr().out)
+    out = read(tap, capsysbinary)
     assert [m["type"] for m in out] == ["SCHEMA", "RECORD", "RECORD"]  # ours sends SCHEMA once per run
     assert [m["record"]["id"] for m in out[1:]] == ["row-1", "row-2"]
     with caplog.at_level("INFO", logger="singer_sdk.metrics"):
@@ -302,13 +309,13 @@ def test_state_writer_writes_the_tap_state_when_it_changed(tap, capsysbinary) ->
     copy, since the tap changes its bookmarks in place."""
     tap.state["bookmarks"] = {"extraction_jobs": {"job_bookmarks": {}}}
     sdk_hooks.write_tap_state(tap)
-    (message,) = messages(capsysbinary.readouterr().out)
+    (message,) = read(tap, capsysbinary)
     assert message == {"type": "STATE", "value": {"bookmarks": {"extraction_jobs": {"job_bookmarks": {}}}}}
     sdk_hooks.write_tap_state(tap)
-    assert messages(capsysbinary.readouterr().out) == []
+    assert read(tap, capsysbinary) == []
     tap.state["bookmarks"]["extraction_jobs"]["job_bookmarks"]["all"] = {"pending": {}}
     sdk_hooks.write_tap_state(tap)
-    (message,) = messages(capsysbinary.readouterr().out)
+    (message,) = read(tap, capsysbinary)
     assert message["value"]["bookmarks"]["extraction_jobs"]["job_bookmarks"] == {"all": {"pending": {}}}
 
 

@@ -109,3 +109,21 @@ def test_a_shard_state_holds_only_its_own_jobs(apis):
 def test_a_shard_outside_its_count_is_refused(apis, shard, message):
     run = run_tap({**apis.config(sources=("clavata",)), "shard": shard})
     assert run.returncode != 0 and message in run.stderr, run.stderr[-1500:]
+
+
+def test_a_state_from_another_shard_count_is_refused_before_anything_is_synced(apis):
+    for _ in range(6):
+        apis.clavata.add_job(results=1)
+    config = apis.config(sources=("clavata",))
+    first = run_tap({**config, "shard": {"index": 1, "count": 4}}, check=True)
+    assert first.state["shard"] == [1, 4]
+    again = run_tap({**config, "shard": {"index": 1, "count": 4}}, state=first.state, check=True)
+    assert again.counts() == {}
+    for other in ({"index": 1, "count": 3}, None):
+        run = run_tap({**config, **({"shard": other} if other else {})}, state=first.state)
+        assert run.returncode == 1 and "written by shard 1 of 4" in run.stderr, run.stderr[-1500:]
+        assert not [m for m in run.messages if m["type"] == "RECORD"]
+    # An unsharded state may seed a shard: everything it bookmarked was synced.
+    single = run_tap(config, check=True)
+    seeded = run_tap({**config, "shard": {"index": 0, "count": 2}}, state=single.state, check=True)
+    assert seeded.counts() == {} and seeded.state["shard"] == [0, 2]

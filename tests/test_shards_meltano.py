@@ -34,7 +34,7 @@ from tests.test_meltano_postgres import MELTANO, PG_URL, _env
 
 psycopg = pytest.importorskip("psycopg")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project_lock")]
 __all__ = ["schemas", "system_db"]  # fixtures
 TAP_BIN = ROOT / ".meltano" / "extractors" / "tap-jobresults" / "venv" / "bin" / "tap-jobresults"
 DAGSTER = ROOT / ".venv-dagster" / "bin" / "dagster"

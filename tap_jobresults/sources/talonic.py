@@ -166,22 +166,15 @@ class ExtractionJobs(JobSource):
                 logger.debug("%s has no results (404); its job record is synced without rows", what)
                 return FetchedJob(ref, finished=record["finished"], record=record)
             small, arrays = split_body("talonic", results_what, body, ("data",))
-            if problem := _error_envelope(small):
+            if "data" not in body and (problem := _error_envelope(small)):
                 raise MalformedPayload("talonic", results_what, problem)
             rows = arrays.get("data") or []
-            if not rows and status.lower() not in ("failed", "cancelled", "canceled"):
-                # {}, or data: null, for a job whose listing says it has documents is a failed
-                # fetch, not "0 rows, done"; so is an empty grid for documents said to be complete.
-                no_data = "data" not in body or bytes(body["data"]) == b"null"
-                if no_data:
-                    promised = max(record["completed_documents"] or 0, record["document_count"] or 0)
-                else:  # rows may not be flushed yet while the job runs
-                    promised = (record["completed_documents"] or 0) if record["finished"] else 0
-                if promised > 0:
-                    found = "no 'data'" if no_data else "an empty 'data'"
-                    raise MalformedPayload(
-                        "talonic", results_what, f"{found}, but the job reports {promised} documents"
-                    )
+            no_data = "data" not in body or bytes(body["data"]) == b"null"
+            promised = max(record["completed_documents"] or 0, record["document_count"] or 0)
+            if no_data and promised and status.lower() not in ("failed", "cancelled", "canceled"):
+                # {} or data: null for a job whose listing says it has documents is a failed fetch, not
+                # "0 rows, done" (an explicit empty `data` is taken at its word).
+                raise MalformedPayload("talonic", results_what, f"no 'data', but the job reports {promised} documents")
             job_status = small.get("job_status")
             payload = {"job_status": job_status if isinstance(job_status, str) else None, "rows": rows}
             if isinstance(job_status, str) and not self.is_finished(job_status):

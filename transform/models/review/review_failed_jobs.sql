@@ -1,0 +1,13 @@
+-- Failed jobs of every source with their error, newest first.
+select
+    source,
+    job_stream,
+    job_key,
+    status,
+    error_code,
+    error_message,
+    created_at,
+    ended_at as failed_at,
+    loaded_at
+from {{ ref('jobs') }}
+where failed
