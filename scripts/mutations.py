@@ -271,10 +271,10 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "http.py",
-        "auth=_NO_NETRC,",
-        "auth=None,",
-        f"{H}::test_a_netrc_entry_does_not_replace_the_configured_credential",
-        "~/.netrc never replaces the configured credential",
+        'self.session.proxies = environment["proxies"]',
+        "self.session.proxies = {}",
+        f"{H}::test_proxies_from_the_environment_keep_working",
+        "proxies from the environment (HTTPS_PROXY, ...) are used, though they are read once per client",
     ),
     m(
         "http.py",
