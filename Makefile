@@ -4,7 +4,7 @@ VENV   ?= .venv
 LOADER_VENV ?= .venv-target-duckdb
 BIN    := $(VENV)/bin
 
-.PHONY: demo demo-postgres test install bench lint lock readme-settings clean
+.PHONY: demo demo-postgres test mutations install bench lint lock readme-settings clean
 
 $(BIN)/tap-jobresults: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,13 @@ demo-postgres: install .venv-target-postgres/bin/target-postgres $(DBT_VENV)/bin
 
 test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-postgres .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake .venv-dagster/bin/dagster $(DBT_VENV)/bin/dbt
 	PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
+
+# One-line behavioural mutations of tap_jobresults/, each in a scratch copy: the tests chosen for it
+# must fail (scripts/mutations.py; .ci/run runs it after the suite, with MUTATION_ARGS=--no-baseline since
+# the suite has just passed).
+MUTATION_ARGS ?=
+mutations: install
+	$(BIN)/python scripts/mutations.py $(MUTATION_ARGS)
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -67,8 +67,8 @@ class ClientCredentials:
                 self._fetch()
             return {"Authorization": f"Bearer {self._token}"}
 
-    def refresh(self, refused: str | None = None) -> bool:
-        """A new token after a 401. Returns True when there is one to retry with.
+    def refresh(self, refused: str | None = None) -> None:
+        """A new token after a 401 (AuthError when none comes).
 
         `refused` is the Authorization header that got the 401. Concurrent requests that were all
         refused the same token queue on the lock; the first fetches a new token, the others find
@@ -78,7 +78,6 @@ class ClientCredentials:
         with self._lock:
             if refused is None or self._token is None or refused == f"Bearer {self._token}":
                 self._fetch()
-            return True
 
     FAILURE_MEMORY = 60.0  # seconds
 

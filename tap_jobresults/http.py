@@ -385,8 +385,7 @@ class ApiClient:
         *,
         setting: str | None = None,
         auth: t.Callable[[], dict[str, str]] | None = None,
-        refresh_auth: t.Callable[[str | None], bool] | None = None,
-        headers: dict[str, str] | None = None,
+        refresh_auth: t.Callable[[str | None], None] | None = None,
         pool_size: int = 8,
         connect_timeout: float = 10,
         read_timeout: float = 120,
@@ -417,7 +416,6 @@ class ApiClient:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers.update({"Accept": "application/json", "User-Agent": "tap-jobresults"})
-        self.session.headers.update(headers or {})
         # The environment's proxies (HTTPS_PROXY, NO_PROXY, ...) and CA bundle (REQUESTS_CA_BUNDLE),
         # read once: every request of this client goes to the one origin of base_url (redirects and
         # other hosts are refused), so they cannot differ from request to request, and requests
@@ -533,9 +531,10 @@ class ApiClient:
             if response.status_code == 401 and self._refresh_auth is not None and not refreshed:
                 # An OAuth token may have been revoked or expired early: refresh once, then judge.
                 # Given the token that was refused, concurrent 401s share one refresh.
-                refreshed = self._refresh_auth(request_headers.get("Authorization"))
-                if refreshed:
-                    continue
+                # It raises AuthError when no new token comes.
+                self._refresh_auth(request_headers.get("Authorization"))
+                refreshed = True
+                continue
             break
         if 300 <= response.status_code < 400:
             raise self._redirect(response, what)

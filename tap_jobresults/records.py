@@ -59,12 +59,6 @@ def to_num(value: t.Any) -> float | int:
     raise Unfit
 
 
-def to_bool(value: t.Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise Unfit
-
-
 def to_obj(value: t.Any) -> dict:
     if isinstance(value, dict):
         return value

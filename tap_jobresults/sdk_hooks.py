@@ -1,22 +1,42 @@
-"""Every private singer-sdk hook the tap relies on, in one place.
+"""Every singer-sdk internal the tap relies on, in one place.
 
-singer-sdk is pinned (`~=0.54.9`, pyproject.toml) because of this module: each name below is private
-SDK API that a minor release may change. tests/test_sdk_hooks.py checks every one of them (it exists,
-its signature, and the behaviour relied on), so an SDK upgrade that breaks one fails a named test
-instead of silently changing what the tap writes.
+singer-sdk is pinned (`~=0.54.9`, pyproject.toml) because of this module: the names below are
+private SDK API, or SDK behaviour no document promises, that a minor release may change.
+tests/test_sdk_hooks.py checks every one of them (it exists, its signature, and the behaviour
+relied on), so an SDK upgrade that breaks one fails a named test instead of silently changing
+what the tap writes.
 
-Why each is needed:
-- `Stream._write_record_message`, `_write_schema_message`: result records are written by their job
-  stream, outside the SDK's per-child sync (see streams.py); these are the SDK's own record path
-  (stream maps, flattening, selection), so nothing is bypassed but the per-job child sync.
-- `Stream._write_state_message` + `state_manager.is_flushed`: STATE after a job's records, and none
-  from result streams or in `--test` mode.
-- `Stream._increment_stream_state`: the SDK would look for a replication key in every record of an
-  INCREMENTAL stream; the bookmark here is the job lifecycle's.
-- `Tap._validate_config`: config shape errors the SDK's validator would crash on, secrets never
-  quoted, checks a JSON schema cannot express.
-- `Tap._handle_termination` / `_state_writer`: the SDK exits 0 on SIGTERM; a cron user needs 143.
-- `Tap.sync_all` (marked @final): extended, not replaced, to turn failed jobs into exit code 1.
+Called from here (nowhere else in the package):
+- `Stream._write_record_message`, `Stream._write_schema_message`: result records are written by their
+  job stream, outside the SDK's per-child sync (see streams.py); these are the SDK's own record path
+  (stream maps, flattening, selection), so nothing is bypassed but the per-job child sync. Records
+  nothing transforms (`SameRecordTransform` alone, no flattening, every property selected) go
+  straight to the tap's message writer (`Stream._tap.message_writer`, writer.py), job records too
+  (`write_one_fast`, from the `_write_record_message` override); `flush_output` delivers what the
+  writer holds when no STATE will (`--test`).
+- `Stream.get_record_counter()`: one METRIC line per result stream per run.
+- `Stream._write_state_message` + `state_manager.is_flushed`: the SDK writes STATE only when
+  `is_flushed` is False; STATE after a job's records, none from result streams.
+- `Stream.ABORT_AT_RECORD_COUNT`: set by `Tap.run_sync_dry_run` (`--test`): no STATE in test mode.
+- `Tap.state_writer.write_state`: the STATE written when the tap is interrupted.
+- `Tap.append_builtin_config` + `singer_sdk.plugin_base.JSONSchemaValidator` over `Tap._config`: the
+  SDK's config validation (built-in settings, defaults filled in), with the tap's own messages.
+
+Overrides that must stay where they are (same names and parameters as the SDK's; checked too):
+- streams.py: `_write_record_message` (job records nothing transforms are encoded directly),
+  `_increment_stream_state` (the bookmark is the job lifecycle's, not a replication
+  key value), `_write_state_message` (none in `--test`, none from result streams or sync_runs),
+  `_write_schema_message` (once per run), `generate_child_contexts` (the SDK calls it once per
+  record in `Stream.sync`; only BATCH output uses child syncs).
+- tap.py: `_validate_config` (shape errors the SDK's validator would crash on, secrets never quoted,
+  checks a JSON schema cannot express; the SDK calls it from `__init__`), `_handle_termination`
+  (the SDK's SIGTERM/SIGINT handler exits 0; a cron user needs 143/130), `sync_all` (marked
+  `@final` by the SDK; extended, not replaced, to turn failed jobs into exit code 1).
+- writer.py: `MsgSpecWriter.write_message` / `format_message` (STATE flushed, records encoded directly).
+
+Behaviour relied on: `Tap.sync_all` syncs streams in name order (`sync_runs` runs after every job
+stream and reports them); `Tap.run_sync_dry_run` sets `ABORT_AT_RECORD_COUNT` on every stream;
+with no stream maps configured a stream's only map is a `SameRecordTransform` returning the record.
 """
 
 from __future__ import annotations
@@ -25,17 +45,12 @@ import typing as t
 
 from singer_sdk import Stream, Tap
 from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.plugin_base import JSONSchemaValidator
 
 if t.TYPE_CHECKING:
+    import jsonschema
     from singer_sdk import metrics
 
-PRIVATE_STREAM_HOOKS = (
-    "_write_record_message",
-    "_write_schema_message",
-    "_write_state_message",
-    "_increment_stream_state",
-)
-PRIVATE_TAP_HOOKS = ("_validate_config", "_handle_termination", "_state_writer")
 
 _counters: dict[int, metrics.Counter] = {}
 _fast: dict[int, bool] = {}
@@ -72,9 +87,9 @@ def write_records(stream: Stream, records: t.Iterable[dict]) -> int:
         counter.__enter__()
     fast = _fast.get(id(stream))
     if fast is None:
-        fast = _fast[id(stream)] = untransformed(stream) and hasattr(stream._tap.message_writer, "write_records")
+        fast = _fast[id(stream)] = untransformed(stream) and hasattr(message_writer(stream), "write_records")
     if fast:
-        count = t.cast("t.Any", stream._tap.message_writer).write_records(stream.name, records)
+        count = message_writer(stream).write_records(stream.name, records)
     else:
         count = 0
         write = stream._write_record_message
@@ -85,14 +100,19 @@ def write_records(stream: Stream, records: t.Iterable[dict]) -> int:
     return count
 
 
+def message_writer(stream: Stream) -> t.Any:
+    """The tap's message writer (writer.SingerWriter), which the stream's own messages go through."""
+    return stream._tap.message_writer
+
+
 def write_one_fast(stream: Stream, record: dict) -> bool:
     """A job record the SDK hands to `_write_record_message`: encoded straight to stdout when nothing
     would transform it (see write_records). False: take the SDK's own path."""
     fast = _fast.get(id(stream))
     if fast is None:
-        fast = _fast[id(stream)] = untransformed(stream) and hasattr(stream._tap.message_writer, "write_records")
+        fast = _fast[id(stream)] = untransformed(stream) and hasattr(message_writer(stream), "write_records")
     if fast:
-        t.cast("t.Any", stream._tap.message_writer).write_records(stream.name, (record,))
+        message_writer(stream).write_records(stream.name, (record,))
         stream.state_manager.is_flushed = False
     return fast
 
@@ -115,14 +135,18 @@ def mark_state_flushed(stream: Stream) -> None:
 
 def flush_output(stream: Stream) -> None:
     """Deliver what the tap's writer holds (it flushes at STATE; some endings write none)."""
-    flush = getattr(stream._tap.message_writer, "flush", None)
+    flush = getattr(message_writer(stream), "flush", None)
     if flush is not None:
         flush()
 
 
 def write_tap_state(tap: Tap) -> None:
-    tap._state_writer.write_state(tap.state)
+    tap.state_writer.write_state(tap.state)
 
 
-def sdk_validate_config(tap: Tap) -> list[str]:
-    return Tap._validate_config(tap, raise_errors=False)
+def config_schema_errors(tap: Tap) -> list[jsonschema.ValidationError]:
+    """What the SDK's `_validate_config` checks: the config schema with the SDK's built-in settings
+    (stream_maps, batch_config, ...) appended, defaults filled in, the raw config validated."""
+    schema = tap.config_jsonschema
+    tap.append_builtin_config(schema)
+    return list(JSONSchemaValidator(schema).iter_errors(tap._config))

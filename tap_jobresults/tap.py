@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 
 from singer_sdk import Stream, Tap
 from singer_sdk.exceptions import ConfigValidationError
-from singer_sdk.plugin_base import JSONSchemaValidator
 
 from tap_jobresults import sdk_hooks, settings
 from tap_jobresults import state as state_format
@@ -73,10 +72,7 @@ class TapJobResults(Tap):
     def _schema_errors(self) -> list[str]:
         """What the SDK's _validate_config does (validate, filling defaults), with messages that
         never quote a secret setting's value, whatever its type (the registry only knows strings)."""
-        schema = self.config_jsonschema
-        self.append_builtin_config(schema)
-        validator = JSONSchemaValidator(schema)
-        return [settings.schema_error_message(error) for error in validator.iter_errors(self._config)]
+        return [settings.schema_error_message(error) for error in sdk_hooks.config_schema_errors(self)]
 
     def _register_secrets(self) -> None:
         """Every string under a secret key, whatever shape the config gives it: validation errors

@@ -188,14 +188,15 @@ def populate(apis: FakeAPIs, *, unfinished: bool = True) -> dict:
 
 
 # `.ci/run` runs the whole suite on one Python and these on every other supported one (`pytest -m smoke`):
-# unit and property tests, the plugin definition and release metadata, and one full sync against the fake
-# APIs (test_streams).
+# unit and property tests, the plugin definition and release metadata, the singer-sdk hooks, and one full sync
+# against the fake APIs (test_streams).
 SMOKE_FILES = {
     "test_units.py",
     "test_properties.py",
     "test_streams.py",
     "test_plugin_definition.py",
     "test_release.py",
+    "test_sdk_hooks.py",
 }
 
 

@@ -89,7 +89,9 @@ def test_shards_together_sync_exactly_what_one_instance_does(apis):
 def test_a_shard_state_holds_only_its_own_jobs(apis):
     for _ in range(12):
         apis.clavata.add_job(results=1)
-    config = apis.config(sources=("clavata",))
+    # The fake's jobs are a minute apart: with the default 10-minute window, a shard holding both the
+    # first and the last job would drop the first from `seen` (below its floor) and the count would vary.
+    config = {**apis.config(sources=("clavata",)), "lookback_window": 86400}
     runs = _run_shards(config, [None] * SHARDS)
     seen = [set(r.state["bookmarks"]["clavata_jobs"]["job_bookmarks"]["all"]["seen"]) for r in runs]
     assert sum(len(s) for s in seen) == 12

@@ -117,3 +117,25 @@ def test_the_check_itself_sees_a_lost_field_and_accepts_every_way_of_keeping_it(
     kept = {"job_id": "j", "progress": 100, "schema_id": "s", "schema_name": "n", "document_count": 3}
     assert lost_fields(talonic, kept, TALONIC_JOB) == []
     assert lost_fields(talonic, {**kept, "schema_name": None}, TALONIC_JOB) == ['schema.name="n"']
+
+
+def _fixture(stem: str) -> dict:
+    return load(Path(__file__).parent / "fixtures" / "vendor" / f"{stem}.json")
+
+
+def test_each_vendor_spelling_lands_in_its_column_and_stays_in_extra_fields_as_sent():
+    """The older draft's `phase` and `progress: 1.0` (a fraction), the Node SDK's `total_documents` and
+    `document_filename`: each fills its column; the alias and the raw fraction stay in extra_fields."""
+    draft, _ = replay(_fixture("talonic_draft"))
+    (job,) = draft.records("extraction_jobs")
+    assert (job["current_phase"], job["progress"]) == ("done", 100)
+    assert job["extra_fields"]["phase"] == "done" and job["extra_fields"]["progress"] == 1.0
+    assert "status" not in job["extra_fields"] and "created_at" not in job["extra_fields"]
+
+    node, _ = replay(_fixture("talonic_node_sdk"))
+    first = next(r for r in node.records("extraction_jobs") if r["job_id"] == "0b6e2c1d-8f3a-4c5b-9d7e-1a2b3c4d5e6f")
+    assert (first["document_count"], first["progress"]) == (3, 100)
+    assert first["extra_fields"]["total_documents"] == 3 and "progress" not in first["extra_fields"]
+    rows = {r["filename"]: r for r in node.records("extraction_rows")}
+    assert {"invoice-042.pdf", "invoice-043.pdf", "po-1.pdf"} <= set(rows)
+    assert rows["po-1.pdf"]["extra_fields"] == {"document_filename": "po-1.pdf"}

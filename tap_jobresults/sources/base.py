@@ -212,7 +212,6 @@ class Listing:
         self.ordered = True
         self.descending = False  # evidence, not assumption: stop only after seeing a newer-to-older step
         self.refs: dict[str, JobRef] = {}
-        self.listed = 0
 
     @property
     def floor(self) -> JobKey | None:
@@ -230,7 +229,6 @@ class Listing:
 
     def offer(self, key: JobKey, summary: t.Any) -> bool:
         """Take one listed job; return False when paging can stop."""
-        self.listed += 1
         if self.previous is not None:
             if key > self.previous and self.ordered:
                 self.ordered = False
