@@ -13,6 +13,7 @@ import json
 import typing as t
 
 from tap_jobresults.errors import StateError
+from tap_jobresults.lifecycle import iso
 
 FORMAT_VERSION = 2
 JOB_STREAMS = frozenset({"entity_matching_jobs", "pipeline_runs", "clavata_jobs", "extraction_jobs"})
@@ -73,13 +74,18 @@ def _check_bookmark(bookmark: t.Any, path: str) -> None:
     if not isinstance(bookmark, dict):
         raise StateError(f"{path}: expected an object, got {_kind(bookmark)}")
     for key in ("hwm", "floor"):
-        if key in bookmark and not _is_key(bookmark[key]):
-            raise StateError(f"{path}.{key}: expected [created, id], got {_show(bookmark[key])}")
+        if key in bookmark:
+            if not _is_key(bookmark[key]):
+                raise StateError(f"{path}.{key}: expected [created, id], got {_show(bookmark[key])}")
+            bookmark[key][0] = _created(bookmark[key][0], f"{path}.{key}")
     for key in ("pending", "seen", "finished"):
         if key in bookmark and not (
             isinstance(bookmark[key], dict) and all(isinstance(v, str) for v in bookmark[key].values())
         ):
             raise StateError(f"{path}.{key}: expected an object of job ID -> string, got {_show(bookmark[key])}")
+    for key in ("pending", "seen"):
+        for job_id, created in bookmark.get(key, {}).items():
+            bookmark[key][job_id] = _created(created, f"{path}.{key}.{job_id}")
     if "results" in bookmark and not (
         isinstance(bookmark["results"], list) and all(isinstance(v, str) for v in bookmark["results"])
     ):
@@ -90,6 +96,17 @@ def _check_bookmark(bookmark: t.Any, path: str) -> None:
             raise StateError(f"{path}.backfill: expected {{streams, through}}, got {_show(backfill)}")
         if "through" in backfill and not _is_key(backfill["through"]):
             raise StateError(f"{path}.backfill.through: expected [created, id], got {_show(backfill['through'])}")
+
+
+def _created(value: str, path: str) -> str:
+    """A creation time in the one form the bookmark compares (a hand-edited state may write
+    `2025-01-01T00:00:00Z`, which would sort after `2025-01-01T00:00:00.000000Z` as a string)."""
+    if value == "":
+        return value  # a job whose creation time the API did not tell
+    try:
+        return iso(value) or ""
+    except ValueError:
+        raise StateError(f"{path}: {value!r} is not a timestamp") from None
 
 
 def _is_key(value: t.Any) -> bool:

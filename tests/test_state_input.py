@@ -115,3 +115,17 @@ def test_a_state_after_test_mode_loses_nothing(apis):
     full = run_tap(config, state=states[-1] if states else None, check=True)
     reference = run_tap(config, check=True)
     assert full.counts() == reference.counts()
+
+
+def test_hand_written_timestamps_in_a_bookmark_are_read_in_the_tap_s_own_form(apis):
+    """`2025-05-01T00:00:00Z` and `2025-05-01T00:00:00.000000Z` are the same instant; compared as strings
+    they are not, and the first would put the mark after every job of that second."""
+    synced = apis.talonic.add_job(rows=1, created_at="2025-05-01T00:00:00Z")
+    later = apis.talonic.add_job(rows=1, created_at="2025-05-01T00:00:00.500000Z")
+    state = {"bookmarks": {"extraction_jobs": {"job_bookmarks": {"all": {"hwm": ["2025-05-01T00:00:00Z", synced]}}}}}
+    run = run_tap(apis.config(sources=("talonic",)), state=state, check=True)
+    assert [r["job_id"] for r in run.records("extraction_jobs")] == [later]
+    bad = {"bookmarks": {"extraction_jobs": {"job_bookmarks": {"all": {"hwm": ["yesterday", synced]}}}}}
+    refused = run_tap(apis.config(sources=("talonic",)), state=bad)
+    assert refused.returncode == 1 and "job_bookmarks.all.hwm: 'yesterday' is not a timestamp" in refused.stderr
+    assert "Traceback" not in refused.stderr
