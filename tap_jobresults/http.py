@@ -77,6 +77,12 @@ class SecretRegistry:
         self._ordered: tuple[str, ...] = ()  # longest first, so a secret inside another goes last
         self._lock = threading.Lock()
 
+    def clear(self) -> None:
+        """Forget every secret (one process, one tap: for tests that build many taps in a row)."""
+        with self._lock:
+            self._secrets.clear()
+            self._ordered = ()
+
     def add(self, value: t.Any) -> None:
         if isinstance(value, str) and len(value) >= 4:
             with self._lock:
