@@ -68,7 +68,10 @@ def iso(value: t.Any) -> str | None:
             moment = parsed
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
-        moment = moment.astimezone(timezone.utc)
+        try:
+            moment = moment.astimezone(timezone.utc)
+        except (OverflowError, ValueError):  # year 1 or 9999 with an offset: no such UTC time
+            raise ValueError(f"not a representable UTC time: {value!r}") from None
         if moment <= EPOCH_ZERO:  # protobuf's unset timestamp; Go's zero time (year 1) too
             return None
     else:

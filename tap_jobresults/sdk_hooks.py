@@ -42,8 +42,11 @@ with no stream maps configured a stream's only map is a `SameRecordTransform` re
 from __future__ import annotations
 
 import typing as t
+from datetime import datetime, timezone
 
+import msgspec
 from singer_sdk import Stream, Tap
+from singer_sdk.contrib.msgspec import enc_hook
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.plugin_base import JSONSchemaValidator
 
@@ -54,6 +57,7 @@ if t.TYPE_CHECKING:
 
 _counters: dict[int, metrics.Counter] = {}
 _fast: dict[int, bool] = {}
+_encoder = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
 
 
 def is_dry_run(stream: Stream) -> bool:
@@ -98,6 +102,62 @@ def write_records(stream: Stream, records: t.Iterable[dict]) -> int:
             count += 1
     counter.increment(count)
     return count
+
+
+def is_fast(stream: Stream) -> bool:
+    fast = _fast.get(id(stream))
+    if fast is None:
+        fast = _fast[id(stream)] = untransformed(stream) and hasattr(message_writer(stream), "write_records")
+    return fast
+
+
+class RecordEncoder:
+    """Records of one job as Singer lines, on a fetch worker (thread-safe: one per job).
+
+    Untransformed records are encoded as the SDK would write them; others go through the SDK's
+    own record path (`Stream._generate_record_messages`: property selection, stream maps,
+    flattening) and are encoded here, not by the SDK's writer, whose encoding buffer is shared.
+    """
+
+    def __init__(self) -> None:
+        self.extracted = datetime.now(timezone.utc).isoformat()
+        self._line = bytearray(256)
+        self._envelope: dict[str, t.Any] = {
+            "type": "RECORD",
+            "stream": None,
+            "record": None,
+            "time_extracted": self.extracted,
+        }
+
+    def __call__(self, stream: Stream, record: dict) -> bytes:
+        if is_fast(stream):
+            envelope = self._envelope
+            envelope["stream"] = stream.name
+            envelope["record"] = record
+            _encoder.encode_into(envelope, self._line)
+            self._line.extend(b"\n")
+            return bytes(self._line)
+        out = bytearray()
+        for message in stream._generate_record_messages(record):
+            out += _encoder.encode(message.to_dict())
+            out += b"\n"
+        return bytes(out)
+
+
+def write_lines(stream: Stream, lines: bytes | bytearray) -> None:
+    """Encoded RECORD lines (RecordEncoder) out through the tap's writer."""
+    if lines:
+        message_writer(stream).write_lines(lines)
+        stream.state_manager.is_flushed = False
+
+
+def count_records(stream: Stream, count: int) -> None:
+    """The stream's record counter (one METRIC line per stream per run, see close_counters)."""
+    counter = _counters.get(id(stream))
+    if counter is None:
+        counter = _counters[id(stream)] = stream.get_record_counter()
+        counter.__enter__()
+    counter.increment(count)
 
 
 def message_writer(stream: Stream) -> t.Any:

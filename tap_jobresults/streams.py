@@ -16,27 +16,23 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import typing as t
 from pathlib import Path
 
 from singer_sdk import Stream
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
-from tap_jobresults import sdk_hooks
-from tap_jobresults.errors import AuthError, NotFoundError, TapJobResultsError
-from tap_jobresults.lifecycle import Bookmark, ConfiguredJobs, Failures, FetchedJob, Fetcher, JobRef
-from tap_jobresults.report import Reporter, SourceRun
+from tap_jobresults import guard, sdk_hooks
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context, Record
 
+    from tap_jobresults.engine import Engine, JobUnit
+    from tap_jobresults.lifecycle import Bookmark, Failures, FetchedJob
+    from tap_jobresults.report import Reporter
     from tap_jobresults.sources.base import JobSource
 
 SCHEMAS = Path(__file__).parent / "schemas"
-MAX_REFUSED_IN_A_ROW = 3
-STATE_EVERY_JOB_BELOW = 200  # bookmark entries; above this, STATE is written at most once a second
-STATE_INTERVAL = 1.0
 logger = logging.getLogger("tap-jobresults")
 
 
@@ -79,198 +75,96 @@ class _JobResultsStream(Stream):
 
 
 class JobStream(_JobResultsStream):
-    """One record per job; owns the job lifecycle of its source."""
+    """One record per job; owns the job lifecycle of its source (run by engine.Engine)."""
 
     source_class: type[JobSource]
     result_streams: list[ResultStream]
 
-    def __init__(self, tap: t.Any, source: JobSource, failures: Failures, width: int, reporter: Reporter) -> None:
+    def __init__(
+        self, tap: t.Any, source: JobSource, failures: Failures, width: int, reporter: Reporter, engine: Engine
+    ) -> None:
         super().__init__(tap)
         self.source = source
         self.failures = failures
-        self.fetcher = Fetcher(width)
+        self.width = max(1, width)
         self.reporter = reporter
-        self.current: FetchedJob | None = None
+        self.engine = engine
+        self.current: JobUnit | None = None
         self.result_streams = []
-        self._last_state = 0.0
 
     @property
     def batching(self) -> bool:
         return self.get_batch_config(self.config) is not None
 
+    def _write_state_message(self) -> None:
+        if self.engine.done and not self.hands_records_to_sdk:
+            # The engine wrote the last STATE of every source; another copy per stream would add
+            # a whole state per job stream to the output.
+            sdk_hooks.mark_state_flushed(self)
+            sdk_hooks.flush_output(self)
+            return
+        super()._write_state_message()
+
+    @property
+    def hands_records_to_sdk(self) -> bool:
+        """BATCH output and `--test` take the SDK's own record path, one stream at a time."""
+        return self.batching or sdk_hooks.is_dry_run(self)
+
     def get_records(self, context: Context | None) -> t.Iterable[Record]:
-        source = self.source
-        partitions_state: dict = self.stream_state.setdefault("job_bookmarks", {})
-        run = self.reporter.start(self.name, source)
-        selected = [rs for rs in self.result_streams if rs.selected]
-        for stream in selected:
-            # Every selected table exists after the first run, even one that has no record yet (a
-            # quiet account): loaders create a table on its SCHEMA, and dbt's sources need them.
-            sdk_hooks.write_schema(stream)
-        try:
-            try:
-                partitions = source.partitions()
-            except TapJobResultsError as exc:
-                self.failures.add(f"{exc} (stream {self.name}: nothing synced)")
-                run.failed_source(exc)
-                return
-            for stale in set(partitions_state) - set(partitions):
-                # A pipeline no longer configured or listed: forget it, so state stays bounded.
-                del partitions_state[stale]
-            for partition in partitions:
-                bookmark = source.bookmark(partitions_state.setdefault(partition, {}))
-                if not (yield from self._sync_partition(source, partition, bookmark, selected, run)):
-                    return
-        finally:
-            self.current = None
-            self.reporter.finish(run)
-
-    def _sync_partition(
-        self, source: JobSource, partition: str, bookmark: Bookmark, selected: list[ResultStream], run: SourceRun
-    ) -> t.Generator[Record, None, bool]:
-        """Sync one partition; returns False when the whole source must stop."""
-        where = source.partition_name(partition)
-        backfill = backfill_streams(bookmark, selected)
-        if backfill:
-            if not (yield from self._backfill(source, partition, bookmark, backfill, run)):
-                return False
-        try:
-            refs = source.discover(partition, bookmark)
-        except TapJobResultsError as exc:
-            if getattr(exc, "source_wide", False):
-                self.failures.add(str(exc))
-                run.failed_source(exc)
-                return False
-            self.failures.add(f"{exc}; {where} is retried next run")
-            run.failed_listing()
-            return True
-        run.listed(len(refs))
-        logger.info("%s: %d jobs to sync (new, late or unfinished)", where, len(refs))
-        not_yet = set(bookmark.state.get("backfill", {}).get("streams", []))
-        bookmark.state["results"] = sorted({rs.name for rs in selected} - not_yet)
-        fetched = self.fetcher.map(lambda ref: source.fetch(partition, ref, bool(selected)), refs)
-        deferred: list[t.Callable[[], None]] = []
-        refused = 0  # consecutive 401/403 answers: one is a job's problem, several the source's
-        try:
-            for ref, job, error in fetched:
-                refused = refused + 1 if isinstance(error, AuthError) else 0
-                if refused >= MAX_REFUSED_IN_A_ROW:
-                    self.failures.add(
-                        f"{error}; {refused} requests in a row were refused: stopping {source.name} "
-                        "(are the credentials right?)"
-                    )
-                    run.failed_source(error)
-                    return False
-                if error is not None:
-                    commit = self._on_fetch_error(bookmark, ref, error, run)
-                else:
-                    assert job is not None
-                    if job.record is not None:
-                        yield from self._emit(job, selected, run)
-                    commit = self._committer(bookmark, ref, job, run)
-                if self.batching:
-                    # BATCH files are written after this generator moves on: bookmark at the end.
-                    deferred.append(commit)
-                else:
-                    commit()
-                    self._maybe_write_state(bookmark)
-                run.progress()
-        except AuthError as exc:
-            self.failures.add(str(exc))
-            run.failed_source(exc)
-            return False
-        for commit in deferred:
-            commit()
-        bookmark.close()
-        return True
-
-    def _emit(self, job: FetchedJob, streams: list[ResultStream], run: SourceRun) -> t.Iterator[Record]:
-        """The job's result records, then (through the SDK) its own record."""
-        if job.payload is not None and not self.batching:
-            for stream in streams:
-                run.records(stream.name, sdk_hooks.write_records(stream, stream.rows(job)))
-        self.current = job
-        if self.selected:
-            run.records(self.name, 1)
-        yield job.record  # type: ignore[misc]
-        self.current = None
-
-    def _committer(self, bookmark: Bookmark, ref: JobRef, job: FetchedJob, run: SourceRun) -> t.Callable[[], None]:
-        def commit() -> None:
-            bookmark.advance(ref.key, done=job.finished)
-            run.job_done(job.finished)
-
-        return commit
-
-    def _backfill(
-        self, source: JobSource, partition: str, bookmark: Bookmark, streams: list[ResultStream], run: SourceRun
-    ) -> t.Generator[Record, None, bool]:
-        """Newly selected result streams: re-read the jobs already bookmarked, for those streams only."""
-        names = ", ".join(s.name for s in streams)
-        where = source.partition_name(partition)
-        logger.info("%s: %s newly selected: reading the jobs already synced for it", where, names)
-        try:
-            refs = source.synced_jobs(partition, bookmark)
-        except TapJobResultsError as exc:
-            self.failures.add(f"{exc}; backfill of {names} for {where} is retried next run")
-            return not getattr(exc, "source_wide", False)
-        state = bookmark.state.setdefault("backfill", {"streams": sorted(s.name for s in streams)})
-        through = state.get("through")
-        refs = [ref for ref in refs if through is None or ref.key.as_list() > through]
-        failed = False
-        for ref, job, error in self.fetcher.map(lambda ref: source.fetch(partition, ref, True), refs):
-            if error is not None:
-                self.failures.add(f"{error} (backfill of {names}; retried next run)")
-                failed = True
-                break
-            assert job is not None
-            if job.record is not None and job.payload is not None:
-                for stream in streams:
-                    run.records(stream.name, sdk_hooks.write_records(stream, stream.rows(job)))
-            state["through"] = ref.key.as_list()
-            self._maybe_write_state(bookmark)
-        if not failed:
-            bookmark.state.pop("backfill", None)
-            bookmark.state["results"] = sorted({*bookmark.state.get("results", []), *(s.name for s in streams)})
-            logger.info("%s: backfill of %s done (%d jobs)", where, names, len(refs))
+        for stream in self.result_streams:
+            if stream.selected:
+                # Every selected table exists after the first run, even one that has no record yet (a
+                # quiet account): loaders create a table on its SCHEMA, and dbt's sources need them.
+                sdk_hooks.write_schema(stream)
+        if self.hands_records_to_sdk:
+            for job in self.engine.drive([self], yield_records=True):
+                yield job.record  # type: ignore[misc]
+            return
+        if self.engine.done:
+            return  # the first job stream synced every source at once
+        streams = [s for s in self._tap.streams.values() if isinstance(s, JobStream) and s.active]
+        for job_stream in streams:
+            for result_stream in job_stream.result_streams:
+                if result_stream.selected:
+                    sdk_hooks.write_schema(result_stream)
+        self.engine.run(streams)
         yield from ()
-        return True
 
-    def _on_fetch_error(
-        self, bookmark: Bookmark, ref: JobRef, error: TapJobResultsError, run: SourceRun
-    ) -> t.Callable[[], None]:
-        if isinstance(error, NotFoundError):
-            # A configured job is the user's word, so its absence is worth a warning; a pending job
-            # the server forgot is counted in the summary (thousands of them must not flood the log).
-            log = logger.warning if isinstance(bookmark, ConfiguredJobs) else logger.debug
-            log("%s no longer exists (404); it will not be fetched again", ref.label)
+    @property
+    def active(self) -> bool:
+        return self.selected or self.has_selected_descendents
 
-            def forget() -> None:
-                bookmark.advance(ref.key, done=True, missing=True)
-                run.job_missing()
+    def open_partitions(self, partitions: list[str]) -> dict[str, Bookmark]:
+        """The bookmarks of this run's partitions (on the writer: state changes there only)."""
+        state: dict = self.stream_state.setdefault("job_bookmarks", {})
+        for stale in set(state) - set(partitions):
+            # A pipeline no longer configured or listed: forget it, so state stays bounded.
+            del state[stale]
+        return {partition: self.source.bookmark(state.setdefault(partition, {})) for partition in partitions}
 
-            return forget
-        self.failures.add(f"{error} ({ref.label} stays unsynced and is fetched again next run)")
-
-        def keep() -> None:
-            bookmark.advance(ref.key, done=False)
-            run.job_failed()
-
-        return keep
-
-    def _maybe_write_state(self, bookmark: Bookmark) -> None:
-        """STATE after each job while the state is small; at most once a second when it is large,
-        so the STATE bytes of a run grow with the jobs, not with jobs x pending."""
-        now = time.monotonic()
-        if bookmark.entries() < STATE_EVERY_JOB_BELOW or now - self._last_state >= STATE_INTERVAL:
-            self._last_state = now
-            sdk_hooks.write_state_now(self)
+    def build_output(
+        self, job: FetchedJob, streams: list[ResultStream], *, job_record: bool, as_objects: bool
+    ) -> guard.Output:
+        """Every record of a fetched job, built, encoded and checked (guard.Output) on the fetch
+        worker, before the first of them is written: the result records, then the job's own."""
+        encode = sdk_hooks.RecordEncoder()
+        output = guard.Output((lambda stream, record: None) if as_objects else encode)
+        if job.record is not None:
+            if job.payload is not None:
+                for stream in streams:
+                    for row in stream.rows(job):
+                        output.add(stream, row)
+            if job_record and self.selected:
+                output.add(self, job.record)
+        output.finish()
+        job.payload = None  # what the records were built from: not needed any more
+        return output
 
     def generate_child_contexts(self, record: Record, context: Context | None) -> t.Iterable[Context | None]:
-        # Result records are written in _emit; only BATCH output uses the SDK's child syncs.
-        job = self.current
-        if self.batching and job is not None and job.payload is not None:
-            yield {"job": job.ref.label}
+        # Result records are written by the engine; only BATCH output uses the SDK's child syncs.
+        unit = self.current
+        if self.batching and unit is not None and unit.objects_of_any():
+            yield {"job": unit.ref.label}
 
 
 class ResultStream(_JobResultsStream):
@@ -283,9 +177,9 @@ class ResultStream(_JobResultsStream):
         raise NotImplementedError
 
     def get_records(self, context: Context | None) -> t.Iterable[Record]:
-        job = self.parent.current  # BATCH output only (see JobStream.generate_child_contexts)
-        if job is not None and job.payload is not None:
-            yield from self.rows(job)
+        unit = self.parent.current  # BATCH output only (see JobStream.generate_child_contexts)
+        if unit is not None:
+            yield from unit.objects(self)
 
     def _write_state_message(self) -> None:
         # A result stream has no state of its own: the parent writes STATE once the job's records

@@ -16,6 +16,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from tap_jobresults import sdk_hooks, settings
 from tap_jobresults import state as state_format
 from tap_jobresults.auth import ClientCredentials, StaticBearer
+from tap_jobresults.engine import Engine
 from tap_jobresults.errors import StateError
 from tap_jobresults.http import SECRETS, ApiClient, install_scrubbing
 from tap_jobresults.lifecycle import Failures, Policy, Shard, iso
@@ -37,6 +38,15 @@ SOURCE_STREAMS: dict[str, tuple[type[Stream], ...]] = {
 }
 
 
+def budget_bytes(max_response_mb: float) -> int:
+    """Bytes of job bodies and records held at once (engine.ByteBudget): two of the largest
+    bodies allowed, at most MAX_BUDGET_MB; a larger job is fetched alone."""
+    return int(min(2 * max_response_mb, MAX_BUDGET_MB) * (1 << 20))
+
+
+MAX_BUDGET_MB = 512
+
+
 class TapJobResults(Tap):
     """Results of asynchronous ML/AI jobs: CDF entity matching, Clavata content policies, Talonic extraction."""
 
@@ -50,6 +60,7 @@ class TapJobResults(Tap):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self.failures = Failures()
         self.reporter = Reporter()
+        self.engine = Engine(self, self.failures)  # its byte budget is set from the config in discover_streams
         self.run_started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         # The SDK has set up logging by now (console handler, and any SINGER_SDK_LOG_CONFIG file
         # with handlers of its own): scrub every record at creation, and filter every handler too.
@@ -147,6 +158,7 @@ class TapJobResults(Tap):
         )
 
     def discover_streams(self) -> list[Stream]:
+        self.engine.budget.limit = budget_bytes(self._number("max_response_mb"))
         streams: list[Stream] = []
         width = int(self._number("max_concurrent_requests"))
         max_pages = int(self._number("max_listing_pages"))
@@ -160,7 +172,7 @@ class TapJobResults(Tap):
             for stream_type in stream_types:
                 if issubclass(stream_type, JobStream):
                     source = stream_type.source_class(client, section, policy, max_pages)
-                    parent = stream_type(self, source, self.failures, width, self.reporter)
+                    parent = stream_type(self, source, self.failures, width, self.reporter, self.engine)
                     parents[stream_type] = parent
                     streams.append(parent)
                 elif issubclass(stream_type, ResultStream):
@@ -254,9 +266,22 @@ class TapJobResults(Tap):
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         # The SDK exits 0 here; a cron user must be able to tell an interrupted run from a
-        # complete one. The state written is always a safe resume point (see lifecycle.py).
+        # complete one. Signals are handled on the main thread, which is the one writer: when the
+        # signal comes while bytes are going out, the write is finished first (the writer calls
+        # `_terminate` then), so stdout always ends on a whole message.
+        writer = t.cast("t.Any", self.message_writer)
+        if getattr(writer, "busy", False):
+            writer.on_signal = self._terminate
+            writer.pending_signal = signum
+            return
+        self._terminate(signum)
+
+    def _terminate(self, signum: int) -> None:
+        # The state written is a safe resume point: bookmarks move only after a job's records.
         try:
             sdk_hooks.write_tap_state(self)  # flushes the records before it, then itself
+        except BaseException:  # noqa: S110 - stdout may be gone (the reader quit): exit all the same
+            pass
         finally:
             logger.error(
                 "Interrupted by signal %d: stopped before the sync finished. The last STATE message "

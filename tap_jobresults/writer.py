@@ -36,6 +36,14 @@ class SingerWriter(MsgSpecWriter):
         super().__init__(*args, **kwargs)
         self._line = bytearray(256)
         self._out = bytearray()
+        # STATE volume (engine.Engine.maybe_write_state): bytes of records since the last STATE, and its size.
+        self.record_bytes_since_state = 0
+        self.last_state_bytes = 0
+        # Signals: stdout must end on a whole message. While bytes go out (`_busy`), a SIGTERM/SIGINT
+        # handler only notes the signal; `on_signal` runs once the write is complete.
+        self._busy = 0
+        self.pending_signal: int | None = None
+        self.on_signal: t.Callable[[int], None] | None = None
         # Runs that end without a last STATE (`--test`) still deliver what they wrote.
         atexit.register(self._flush_at_exit)
 
@@ -44,9 +52,20 @@ class SingerWriter(MsgSpecWriter):
             _encoder.encode_into({"type": "STATE", "value": message.value}, self._line)
             self._line.extend(b"\n")
             self._out += self._line
+            self.last_state_bytes = len(self._line)
+            self.record_bytes_since_state = 0
             self.flush()
             return
-        self._out += self.format_message(message)
+        line = self.format_message(message)
+        self._out += line
+        self.record_bytes_since_state += len(line)
+        if len(self._out) >= self.BLOCK:
+            self._drain()
+
+    def write_lines(self, lines: bytes | bytearray) -> None:
+        """Whole Singer lines, encoded elsewhere (the records of one job, see engine.py)."""
+        self._out += lines
+        self.record_bytes_since_state += len(lines)
         if len(self._out) >= self.BLOCK:
             self._drain()
 
@@ -61,14 +80,30 @@ class SingerWriter(MsgSpecWriter):
             _encoder.encode_into(envelope, line)
             line.extend(b"\n")
             out += line
+            self.record_bytes_since_state += len(line)
             count += 1
             if len(out) >= self.BLOCK:
                 self._drain()
         return count
 
     def _drain(self) -> None:
-        sys.stdout.buffer.write(self._out)
-        self._out.clear()
+        self._busy += 1
+        try:
+            sys.stdout.buffer.write(self._out)
+            self._out.clear()
+        finally:
+            self._busy -= 1
+        self._after_busy()
+
+    def _after_busy(self) -> None:
+        if self.pending_signal is not None and not self._busy and self.on_signal is not None:
+            signum, self.pending_signal = self.pending_signal, None
+            self.on_signal(signum)
+
+    @property
+    def busy(self) -> bool:
+        """Bytes are on their way to stdout: a signal handler must not write now."""
+        return self._busy > 0
 
     def _flush_at_exit(self) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -78,4 +113,9 @@ class SingerWriter(MsgSpecWriter):
         """Everything written so far, out to the reader."""
         if self._out:
             self._drain()
-        sys.stdout.buffer.flush()
+        self._busy += 1
+        try:
+            sys.stdout.buffer.flush()
+        finally:
+            self._busy -= 1
+        self._after_busy()

@@ -46,7 +46,8 @@ def _without_times(stdout: str) -> str:
     return re.sub(r'"time_extracted":"[^"]*"', "", "\n".join(lines))
 
 
-def test_output_order_is_deterministic_whatever_finishes_first(apis):
+def test_the_same_records_land_whatever_finishes_first(apis):
+    """Jobs are written as their fetches complete (issue 20: no order is promised, the same data is)."""
     jobs = [apis.cognite.add_predict_job(items=3) for _ in range(12)]
     for job in jobs[::3]:  # some jobs answer slowly, so fetches complete out of order
         apis.cognite.fail(rf"/jobs/{job}$", kind="slow", delay=0.3, times=None)
@@ -54,8 +55,11 @@ def test_output_order_is_deterministic_whatever_finishes_first(apis):
     config["cognite"]["pipeline_ids"] = []
     first = run_tap(config, check=True)
     second = run_tap(config, check=True)
-    assert _without_times(first.stdout) == _without_times(second.stdout)
-    assert [r["job_id"] for r in first.records("entity_matching_jobs")] == jobs
+    records = [line for line in _without_times(first.stdout).splitlines() if '"type":"RECORD"' in line]
+    again = [line for line in _without_times(second.stdout).splitlines() if '"type":"RECORD"' in line]
+    assert sorted(records) == sorted(again)
+    assert sorted(r["job_id"] for r in first.records("entity_matching_jobs")) == sorted(jobs)
+    assert first.state == second.state
 
 
 def test_batch_messages_carry_every_record(apis):

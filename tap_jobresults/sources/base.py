@@ -63,6 +63,24 @@ class JobSource(abc.ABC):
         self.walk(partition, listing)
         return listing.result()
 
+    def stream_refs(self, partition: str, bookmark: Bookmark, take: t.Callable[[JobRef], None]) -> None:
+        """Hand each job to fetch to `take` as soon as the listing shows it (listing and fetching
+        overlap); `take` may block, which holds the listing back (memory stays bounded)."""
+        if type(self).discover is not JobSource.discover:  # a source without a listing (config)
+            for ref in self.discover(partition, bookmark):
+                take(ref)
+            return
+        listing = Listing(
+            self.list_label(partition),
+            self.name,
+            bookmark,
+            lambda job_id: self.label(partition, job_id),
+            early_stop=self.early_stop,
+            take=take,
+        )
+        self.walk(partition, listing)
+        listing.result()
+
     def synced_jobs(self, partition: str, bookmark: Bookmark) -> list[JobRef]:
         """The finished jobs already synced (to backfill a newly selected result stream)."""
         listing = Listing(
@@ -108,6 +126,13 @@ class JobSource(abc.ABC):
             yield items
             if not next_cursor:
                 return
+            if not isinstance(next_cursor, str):
+                raise MalformedPayload(
+                    self.setting,
+                    what,
+                    f"the next page cursor should be a string, got {type(next_cursor).__name__}; "
+                    "nothing past it is bookmarked",
+                )
             if next_cursor in seen or next_cursor == cursor:
                 raise MalformedPayload(
                     self.setting,
@@ -146,6 +171,15 @@ def require(
     return value
 
 
+def same_job(source: str, what: str, requested: str, found: t.Any, field: str) -> None:
+    """A body must be about the job requested: another job's body (a caching proxy, a vendor bug)
+    is a failed fetch, never that job's data under this job's bookmark."""
+    if found is not None and str(found) != requested:
+        raise MalformedPayload(
+            source, what, f"the body is about another job ({field} {str(found)[:100]!r}, requested {requested!r})"
+        )
+
+
 def objects(source: str, what: str, body: t.Any, field: str) -> list:
     """An optional array of objects (absent or null: empty); anything else is malformed."""
     items = require(source, what, body, field, list, optional=True) or []
@@ -175,7 +209,7 @@ def created_of(value: t.Any) -> str:
     """A listed job's creation time as a bookmark key part; unparseable or absent: ''."""
     try:
         return iso(value) or ""
-    except ValueError:
+    except (ValueError, OverflowError):
         return ""
 
 
@@ -200,8 +234,10 @@ class Listing:
         *,
         early_stop: bool = True,
         backfill: bool = False,
+        take: t.Callable[[JobRef], None] | None = None,
     ) -> None:
         self.label = label
+        self.take = take
         self.backfill = backfill
         self.source = source
         self.bookmark = bookmark
@@ -211,7 +247,7 @@ class Listing:
         self.previous: JobKey | None = None
         self.ordered = True
         self.descending = False  # evidence, not assumption: stop only after seeing a newer-to-older step
-        self.refs: dict[str, JobRef] = {}
+        self.refs: dict[str, JobRef | None] = {}
 
     @property
     def floor(self) -> JobKey | None:
@@ -247,20 +283,29 @@ class Listing:
                 self.refs[key.id] = JobRef(key, self.make_label(key.id), summary=summary)
             return True
         if key.id in self.pending:
-            self.refs[key.id] = JobRef(key, self.make_label(key.id), summary=summary, pending=True)
+            if key.id not in self.refs:
+                self._add(JobRef(key, self.make_label(key.id), summary=summary, pending=True))
         elif key.id not in self.refs and self.bookmark.wanted(self.source, key):
-            self.refs[key.id] = JobRef(key, self.make_label(key.id), summary=summary)
+            self._add(JobRef(key, self.make_label(key.id), summary=summary))
         floor = self.floor
         return not (
             self.early_stop and self.ordered and self.descending and floor is not None and key.created and key < floor
         )
 
+    def _add(self, ref: JobRef) -> None:
+        if self.take is None:
+            self.refs[ref.key.id] = ref
+            return
+        # Handed out at once: only the ID is kept (to take each job once), not the listed summary.
+        self.refs[ref.key.id] = None
+        self.take(ref)
+
     def result(self) -> list[JobRef]:
         """Everything to process, in bookmark order; unseen pending jobs are fetched by ID."""
         for job_id, created in {} if self.backfill else self.pending.items():
             if job_id not in self.refs:
-                self.refs[job_id] = JobRef(JobKey(created, job_id), self.make_label(job_id), pending=True)
-        return sorted(self.refs.values(), key=lambda ref: ref.key)
+                self._add(JobRef(JobKey(created, job_id), self.make_label(job_id), pending=True))
+        return sorted((ref for ref in self.refs.values() if ref is not None), key=lambda ref: ref.key)
 
 
 _ANY = msgspec.json.Decoder()

@@ -13,7 +13,7 @@ import typing as t
 from tap_jobresults.errors import MalformedPayload
 from tap_jobresults.lifecycle import FetchedJob, JobKey, JobRef
 from tap_jobresults.records import Unfit, build, col, to_list, to_num, to_obj, to_str, to_ts
-from tap_jobresults.sources.base import JobSource, Listing, created_of, objects, path_id, require
+from tap_jobresults.sources.base import JobSource, Listing, created_of, objects, path_id, require, same_job
 from tap_jobresults.streams import JobStream, ResultStream
 
 TERMINAL = frozenset({"JOB_STATUS_COMPLETED", "JOB_STATUS_FAILED", "JOB_STATUS_CANCELED"})
@@ -149,6 +149,7 @@ class ClavataJobs(JobSource):
         record = build({k: v for k, v in job.items() if k != "results"}, JOB, proto3=True)
         if record["job_uuid"] is None:
             raise MalformedPayload("clavata", what, "required field 'jobUuid' is missing")
+        same_job("clavata", what, ref.key.id, record["job_uuid"], "jobUuid")
         finished = self.is_finished(record["status"])
         record["finished"] = finished
         record["result_count"] = len(results) if has_results and finished else None

@@ -23,6 +23,7 @@ from tap_jobresults.sources.base import (
     objects,
     path_id,
     require,
+    same_job,
     split_body,
 )
 from tap_jobresults.streams import JobStream, ResultStream
@@ -145,6 +146,7 @@ class PredictJobs(JobSource):
         record = build(job, PREDICT_JOB, drop=NEVER_LANDED)
         if record["job_id"] is None:
             raise MalformedPayload("cognite", what, "required field 'jobId' is missing")
+        same_job("cognite", what, ref.key.id, record["job_id"], "jobId")
         items = arrays.get("items") or []
         finished = self.is_finished(record["status"])
         record["finished"] = finished
@@ -249,6 +251,7 @@ class PipelineRuns(JobSource):
         record = build(run, RUN, drop=NEVER_LANDED)
         if record["run_id"] is None:
             raise MalformedPayload("cognite", what, "required field 'jobId' is missing")
+        same_job("cognite", what, ref.key.id, record["run_id"], "jobId")
         finished = self.is_finished(record["status"])
         counts = {field: len(arrays.get(field) or []) if has_results and finished else None for field in RUN_ARRAYS}
         record["pipeline_id"] = int(partition)

@@ -26,6 +26,7 @@ from tap_jobresults.sources.base import (
     objects,
     path_id,
     require,
+    same_job,
     split_body,
 )
 from tap_jobresults.streams import JobStream, ResultStream
@@ -149,6 +150,7 @@ class ExtractionJobs(JobSource):
         record = build(job, JOB)
         if record["job_id"] is None:
             raise MalformedPayload("talonic", what, "required field 'id' is missing")
+        same_job("talonic", what, ref.key.id, record["job_id"], "id")
         raw_progress = job.get("progress")
         if record["progress"] is not None and record["progress"] != raw_progress:
             record["extra_fields"] = {**(record["extra_fields"] or {}), "progress": raw_progress}  # as sent
@@ -166,6 +168,7 @@ class ExtractionJobs(JobSource):
                 logger.debug("%s has no results (404); its job record is synced without rows", what)
                 return FetchedJob(ref, finished=record["finished"], record=record)
             small, arrays = split_body("talonic", results_what, body, ("data",))
+            same_job("talonic", results_what, ref.key.id, small.get("job_id"), "job_id")
             if "data" not in body and (problem := _error_envelope(small)):
                 raise MalformedPayload("talonic", results_what, problem)
             rows = arrays.get("data") or []

@@ -1,0 +1,248 @@
+"""The one place every record passes through before it is written: value sanity and secrets.
+
+A job's records are built and encoded on a fetch worker (engine.py), into one buffer of Singer
+lines, before the first of them is written. `Output.finish` then checks the whole buffer:
+
+- every value is representable: no number outside the float range (a 400-digit integer), no
+  nesting deeper than MAX_DEPTH levels; strings are valid Unicode (the encoder refuses lone
+  surrogates). Anything else raises `Unrepresentable`, which fails that job alone.
+- no configured secret and no issued token (the secret registry) appears anywhere in a record,
+  as a value or a key, at any depth: it is replaced by `***`;
+- no credential a vendor echoes back (a job token under any spelling, an API key, ...) is landed:
+  such keys are dropped, at any depth.
+
+Each replacement or drop is logged once per stream and field, never per record. The checks run
+over the encoded bytes first (a few substring searches per job), and only a job that may hold
+something is decoded again and walked.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+import typing as t
+from datetime import datetime, timezone
+
+import msgspec
+
+try:  # the registry moves to its own module
+    from tap_jobresults.scrub import SECRETS  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # pragma: no cover - before that move
+    from tap_jobresults.http import SECRETS  # type: ignore[attr-defined,unused-ignore,no-redef]
+
+logger = logging.getLogger("tap-jobresults")
+
+MAX_DEPTH = 100  # nesting levels inside one record; deeper is not data any loader will take
+_FLOAT_MAX = int(sys.float_info.max)
+_DIGITS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+_LONG_NUMBER = b"0" * len(str(_FLOAT_MAX))  # a number this long may be out of the float range
+# Keys that hold a credential, compared lower-case with separators removed ("X-Job-Token", "job_token").
+CREDENTIAL_KEYS = frozenset(
+    {
+        "jobtoken",
+        "xjobtoken",
+        "token",
+        "accesstoken",
+        "refreshtoken",
+        "idtoken",
+        "authtoken",
+        "bearertoken",
+        "sessiontoken",
+        "apitoken",
+        "apikey",
+        "xapikey",
+        "clientsecret",
+        "secret",
+        "password",
+        "authorization",
+    }
+)
+# Cheap pre-filter on the lower-cased bytes: every credential key above ends with one of these.
+_KEY_ENDINGS = (b'token"', b'key"', b'secret"', b'password"', b'authorization"')
+_SEPARATORS = re.compile(r"[^a-z0-9]")
+
+_encoder = msgspec.json.Encoder(decimal_format="number")
+_decoder = msgspec.json.Decoder()
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+class Unrepresentable(ValueError):
+    """A record holds a value that cannot be written faithfully: that job fails."""
+
+
+def is_credential_key(key: str) -> bool:
+    return _SEPARATORS.sub("", key.lower()) in CREDENTIAL_KEYS
+
+
+def _secret_needles() -> tuple[tuple[str, bytes], ...]:
+    """Each secret as text and as it appears inside an encoded JSON string."""
+    secrets: t.Iterable[str] = getattr(SECRETS, "_ordered", ())
+    return tuple((secret, _encoder.encode(secret)[1:-1]) for secret in secrets)
+
+
+def depth(value: t.Any) -> int:
+    """Levels of nesting (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            return level
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def out_of_range(value: t.Any, path: str = "") -> str | None:
+    """The path of the first integer outside the float range, or None."""
+    stack = [(value, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, bool):
+            continue
+        if isinstance(node, int):
+            if abs(node) > _FLOAT_MAX:
+                return where or "(value)"
+        elif isinstance(node, dict):
+            stack.extend((child, f"{where}.{key}" if where else str(key)) for key, child in node.items())
+        elif isinstance(node, list):
+            stack.extend((child, f"{where}[]") for child in node)
+    return None
+
+
+def scrub(value: t.Any, secrets: t.Sequence[str], path: str, found: set[str]) -> t.Any:
+    """`value` with every secret replaced by `***` and every credential key dropped; the paths
+    touched are added to `found`."""
+    if isinstance(value, str):
+        replaced = value
+        for secret in secrets:
+            if secret in replaced:
+                replaced = replaced.replace(secret, "***")
+        if replaced != value:
+            found.add(path or "(record)")
+        return replaced
+    if isinstance(value, dict):
+        out = {}
+        for key, child in value.items():
+            name = str(key)
+            where = f"{path}.{name}" if path else name
+            if is_credential_key(name) and child is not None:
+                found.add(where)
+                continue
+            clean_key = scrub(name, secrets, where, found)
+            out[clean_key] = scrub(child, secrets, where, found)
+        return out
+    if isinstance(value, list):
+        return [scrub(child, secrets, f"{path}[]", found) for child in value]
+    return value
+
+
+def _warn(stream: str, fields: t.Iterable[str]) -> None:
+    for field in sorted(fields):
+        with _warned_lock:
+            if (stream, field) in _warned:
+                continue
+            _warned.add((stream, field))
+        logger.warning(
+            "%s: field %s held a credential (a configured secret, an issued token or a credential key the "
+            "vendor echoed); it was removed before writing (logged once per stream and field)",
+            stream,
+            field,
+        )
+
+
+class Output:
+    """The encoded records of one job, checked as a whole before any of them is written.
+
+    `encode(stream, record)` returns the record's Singer lines (the stream's own record path:
+    untransformed records encoded directly, others through the SDK's stream maps), or None to keep
+    the record as an object (BATCH output, `--test`: the SDK writes those).
+    """
+
+    def __init__(self, encode: t.Callable[[t.Any, dict], bytes | None]) -> None:
+        self._encode = encode
+        self.lines = bytearray()
+        self.objects: list[tuple[t.Any, dict]] = []
+        self.counts: dict[t.Any, int] = {}
+        self._probe = bytearray()  # objects' records encoded, only to check them
+
+    def add(self, stream: t.Any, record: dict) -> None:
+        encoded = self._encode(stream, record)
+        if encoded is None:
+            line = _encoder.encode(record)
+            self._probe += line
+            self._probe += b"\n"
+            self.objects.append((stream, record))
+        else:
+            line = encoded
+            self.lines += encoded
+        if line.count(b"{") + line.count(b"[") > MAX_DEPTH and depth(record) > MAX_DEPTH:
+            raise Unrepresentable(f"stream {stream.name}: a value is nested more than {MAX_DEPTH} levels deep")
+        self.counts[stream] = self.counts.get(stream, 0) + 1
+
+    @property
+    def size(self) -> int:
+        return len(self.lines) + 4 * len(self._probe)
+
+    def finish(self) -> None:
+        """Check the job's records as a whole (see the module docstring)."""
+        for buffer, objects in ((self.lines, False), (self._probe, True)):
+            if not buffer:
+                continue
+            if _LONG_NUMBER in buffer.translate(_DIGITS):
+                self._check_numbers(objects)
+            needles = _secret_needles()
+            lowered = buffer.lower()
+            if any(needle in buffer for _, needle in needles) or any(end in lowered for end in _KEY_ENDINGS):
+                self._scrub(objects, tuple(secret for secret, _ in needles))
+        self._probe = bytearray()
+
+    def _records(self, objects: bool) -> t.Iterator[tuple[str, dict]]:
+        if objects:
+            for stream, record in self.objects:
+                yield stream.name, record
+            return
+        for line in bytes(self.lines).splitlines():
+            message = _decoder.decode(line)
+            if isinstance(message, dict) and isinstance(message.get("record"), dict):
+                yield str(message.get("stream")), message["record"]
+
+    def _check_numbers(self, objects: bool) -> None:
+        for stream, record in self._records(objects):
+            where = out_of_range(record)
+            if where is not None:
+                raise Unrepresentable(f"stream {stream} field {where}: a number outside the range of a float")
+
+    def _scrub(self, objects: bool, secrets: tuple[str, ...]) -> None:
+        if objects:
+            for index, (stream, record) in enumerate(self.objects):
+                found: set[str] = set()
+                clean = scrub(record, secrets, "", found)
+                if found:
+                    record.clear()
+                    record.update(clean)
+                    _warn(stream.name, found)
+                    self.objects[index] = (stream, record)
+            return
+        out = bytearray()
+        for line in bytes(self.lines).splitlines():
+            message = _decoder.decode(line)
+            if isinstance(message, dict) and message.get("type") == "RECORD":
+                found = set()
+                message["record"] = scrub(message.get("record"), secrets, "", found)
+                if found:
+                    _warn(str(message.get("stream")), found)
+                    line = _encoder.encode(message)
+            out += line
+            out += b"\n"
+        self.lines = out
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
