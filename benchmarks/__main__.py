@@ -5,6 +5,8 @@
     python -m benchmarks small      only the many small jobs
     python -m benchmarks lookback   state size and listing pages per lookback_window (benchmarks/lookback.py)
     python -m benchmarks shards     1, 2 and 4 shards at once, latency-bound (benchmarks/shards.py)
+    python -m benchmarks latency    three sources at 100 ms a request, tap vs a concurrent script (benchmarks/latency.py)
+    python -m benchmarks.statevolume --jobs 1000000   STATE bytes against record bytes on a long listing
 
 The fake APIs serve one CDF predict job of 100,000 items and one Talonic job of 50,000 rows. The
 tap syncs them with stdout to /dev/null. The floor is the least a tap could do: plain `requests`,
@@ -205,6 +207,10 @@ if __name__ == "__main__":
         from benchmarks.lookback import main as lookback
 
         sys.exit(lookback(sys.argv[2:]))
+    if sys.argv[1:2] == ["latency"]:
+        from benchmarks.latency import main as latency
+
+        sys.exit(latency(sys.argv[2:]))
     if sys.argv[1:2] == ["shards"]:
         from benchmarks.shards import main as shards
 

@@ -155,32 +155,6 @@ class Engine:
         self.done = False
         self._state_stream: JobStream | None = None
 
-    # -- called from runner threads --------------------------------------------------------------
-
-    def post(self, item: t.Callable[[], t.Any] | JobUnit) -> None:
-        """Have the writer run `item` (in the order posted)."""
-        self.queue.put(item)
-
-    def call(self, fn: t.Callable[[], t.Any]) -> t.Any:
-        """Run `fn` on the writer and return its result (state is only ever changed there)."""
-        done = threading.Event()
-        box: list[t.Any] = []
-
-        def run() -> None:
-            try:
-                box.append((True, fn()))
-            except BaseException as exc:
-                box.append((False, exc))
-            finally:
-                done.set()
-
-        self.queue.put(run)
-        done.wait()
-        ok, value = box[0]
-        if not ok:
-            raise value
-        return value
-
     # -- the writer ------------------------------------------------------------------------------
 
     def run(self, streams: list[JobStream]) -> None:
@@ -188,15 +162,16 @@ class Engine:
         the last STATE (the job streams write none of their own after it)."""
         for _ in self.drive(streams, yield_records=False):
             pass
-        self.done = True
         self.write_state()
+        self.done = True
 
     def drive(self, streams: list[JobStream], *, yield_records: bool) -> t.Iterator[FetchedJob]:
         """The writer loop. With `yield_records` (BATCH output, `--test`: one stream at a time),
         each job is handed to the SDK instead of written, and bookmarks move at the end."""
-        runners = [SourceRunner(self, stream, yield_records=yield_records) for stream in streams]
-        if not runners:
+        if not streams:
             return
+        self.queue = queue.Queue()  # this drive's: runners of an earlier one (`--test`) post to theirs
+        runners = [SourceRunner(self, stream, yield_records=yield_records) for stream in streams]
         self._state_stream = streams[0]
         for runner in runners:
             runner.start()
@@ -350,6 +325,7 @@ class SourceRunner:
         self.yield_records = yield_records
         self.selected = [rs for rs in stream.result_streams if rs.selected]
         self.run: SourceRun = stream.reporter.start(stream.name, self.source)
+        self.out = engine.queue
         self.todo: queue.Queue[t.Any] = queue.Queue(maxsize=self.width)
         self.stopped = threading.Event()
         self._lock = threading.Lock()
@@ -374,6 +350,30 @@ class SourceRunner:
             worker.start()
         main.start()
 
+    def post(self, item: t.Callable[[], t.Any] | JobUnit) -> None:
+        """Have the writer run `item` (in the order posted)."""
+        self.out.put(item)
+
+    def call(self, fn: t.Callable[[], t.Any]) -> t.Any:
+        """Run `fn` on the writer and return its result (state is only ever changed there)."""
+        done = threading.Event()
+        box: list[t.Any] = []
+
+        def run() -> None:
+            try:
+                box.append((True, fn()))
+            except BaseException as exc:
+                box.append((False, exc))
+            finally:
+                done.set()
+
+        self.out.put(run)
+        done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
     def stop_quietly(self) -> None:
         """The writer is done (or gone): let the threads end without doing more."""
         self.stopped.set()
@@ -385,17 +385,18 @@ class SourceRunner:
             logger.debug("%s: unexpected error", self.source.name, exc_info=True)
             self._fail_source(f"{self.source.name}: {describe(exc)} (stream {self.stream.name})")
         finally:
+            self._wait_idle()  # every job handed out is written (or failed) before the end
             for _ in range(self.width):
                 self.todo.put(None)
-            self.engine.post(lambda: self.stream.reporter.finish(self.run))
-            self.engine.queue.put(_Finished())
+            self.post(lambda: self.stream.reporter.finish(self.run))
+            self.out.put(_Finished())
 
     def _fail_source(self, message: str, error: BaseException | None = None) -> None:
         def record() -> None:
             self.failures.add(message)
             self.run.failed_source(error or message)  # type: ignore[arg-type]
 
-        self.engine.post(record)
+        self.post(record)
 
     def stop_source(self, error: BaseException, message: str | None = None) -> None:
         """A source-wide failure (credentials refused, a rate limit past max_retry_wait): nothing
@@ -416,7 +417,7 @@ class SourceRunner:
             logger.debug("%s: listing partitions failed", source.name, exc_info=True)
             self._fail_source(f"{self._reason(exc, 'listing')} (stream {stream.name}: nothing synced)", exc)
             return
-        bookmarks = self.engine.call(lambda: stream.open_partitions(partitions))
+        bookmarks = self.call(lambda: stream.open_partitions(partitions))
         for partition in partitions:
             if self.stopped.is_set():
                 return
@@ -431,7 +432,7 @@ class SourceRunner:
 
         source = self.source
         where = source.partition_name(partition)
-        backfill = self.engine.call(lambda: backfill_streams(bookmark, self.selected))
+        backfill = self.call(lambda: backfill_streams(bookmark, self.selected))
         if backfill and not self._backfill(partition, bookmark, backfill):
             return
         names = {rs.name for rs in self.selected}
@@ -440,7 +441,7 @@ class SourceRunner:
             not_yet = set(bookmark.state.get("backfill", {}).get("streams", []))
             bookmark.state["results"] = sorted(names - not_yet)
 
-        self.engine.call(mark_results)
+        self.call(mark_results)
         listed = 0
 
         def take(ref: JobRef) -> None:
@@ -469,12 +470,12 @@ class SourceRunner:
                     self.failures.add(message)
                     self.run.failed_listing()
 
-                self.engine.post(failed)
+                self.post(failed)
         self._wait_idle()
         if listed:
             logger.info("%s: %d jobs to sync (new, late or unfinished)", where, listed)
         if ok and not self.stopped.is_set():
-            self.engine.post(bookmark.close)
+            self.post(bookmark.close)
 
     def _submit(self, partition: str, bookmark: Bookmark, ref: JobRef) -> None:
         with self._lock:
@@ -498,7 +499,7 @@ class SourceRunner:
                 if not self.stopped.is_set():
                     unit = self._fetch(partition, bookmark, ref, self.selected, job_record=True)
                     if unit is not None:
-                        self.engine.post(unit)
+                        self.post(unit)
             except BaseException:  # never lose the count below, whatever happened
                 logger.debug("%s: unexpected error in a fetch worker", ref.label, exc_info=True)
             finally:
@@ -571,14 +572,14 @@ class SourceRunner:
         except Exception as exc:
             logger.debug("%s: backfill listing failed", where, exc_info=True)
             message = f"{self._reason(exc, source.list_label(partition))}; backfill of {names} for {where} is retried next run"
-            self.engine.post(lambda: self.failures.add(message))
+            self.post(lambda: self.failures.add(message))
             return not getattr(exc, "source_wide", False)
 
         def open_backfill() -> tuple[dict, list | None]:
             state = bookmark.state.setdefault("backfill", {"streams": sorted(s.name for s in streams)})
             return state, state.get("through")
 
-        state, through = self.engine.call(open_backfill)
+        state, through = self.call(open_backfill)
         refs = [ref for ref in refs if through is None or ref.key.as_list() > through]
         for ref in refs:
             if self.stopped.is_set():
@@ -588,16 +589,16 @@ class SourceRunner:
                 return False
             if unit.error is not None:
                 message = f"{unit.error} (backfill of {names}; retried next run)"
-                self.engine.post(functools.partial(self.failures.add, message))
+                self.post(functools.partial(self.failures.add, message))
                 return True
-            self.engine.post(unit)
+            self.post(unit)
 
         def close_backfill() -> None:
             bookmark.state.pop("backfill", None)
             bookmark.state["results"] = sorted({*bookmark.state.get("results", []), *(s.name for s in streams)})
             logger.info("%s: backfill of %s done (%d jobs)", where, names, len(refs))
 
-        self.engine.call(close_backfill)
+        self.call(close_backfill)
         return True
 
 

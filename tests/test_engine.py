@@ -257,3 +257,36 @@ def test_a_result_time_that_overflows_utc_is_never_a_traceback(apis):
     assert _rows_of(run) == {talonic: 1}
     reports = {r["job_uuid"] for r in run.records("clavata_reports")}
     assert odd in reports or (run.returncode == 1 and f"Clavata job {odd}" in run.stderr)
+
+
+# -- memory ------------------------------------------------------------------------------------------
+
+
+def _peak_rss(config: dict) -> tuple[int, int]:
+    """Peak RSS (bytes) and exit code of one tap run, stdout to /dev/null."""
+    import os
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.json"
+        path.write_text(json.dumps(config))
+        proc = subprocess.Popen(
+            [TAP, "--config", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=tap_env()
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss * 1024, proc.returncode
+
+
+def test_bodies_in_flight_are_bounded_by_bytes_not_by_the_fetch_width(apis):
+    """Eight jobs of about 8 MiB each: fetched eight at a time, they would all be held at once."""
+    for _ in range(8):
+        apis.cognite.add_predict_job(items=25_000, matches_per_item=2)
+    config = {**apis.config(cognite_auth="token", sources=("cognite",)), "max_response_mb": 10}
+    config["cognite"]["pipeline_ids"] = []
+    narrow, code = _peak_rss({**config, "max_concurrent_requests": 1})
+    assert code == 0
+    wide, code = _peak_rss({**config, "max_concurrent_requests": 8})
+    assert code == 0
+    mib = 1 << 20
+    # The budget is 2 x max_response_mb of bodies and records: the width adds at most about that.
+    assert wide - narrow < 40 * mib, (narrow // mib, wide // mib)

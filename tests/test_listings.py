@@ -33,9 +33,10 @@ def test_a_listing_whose_cursors_loop_ends_with_an_error_and_bookmarks_nothing(a
     assert time.monotonic() - started < 60
     assert run.returncode == 1
     assert "listing Talonic jobs" in run.stderr and "loops" in run.stderr, run.stderr[-1500:]
-    assert "extraction_jobs" not in run.state["bookmarks"] or not run.state["bookmarks"]["extraction_jobs"].get(
-        "job_bookmarks", {}
-    ).get("all", {}).get("hwm")
+    # Jobs are fetched while the listing is read (issue 20): the one listed before the loop was synced and
+    # is remembered as such, but the window's floor, which rises only when a listing ends well, stays put.
+    bookmark = run.state["bookmarks"].get("extraction_jobs", {}).get("job_bookmarks", {}).get("all", {})
+    assert not bookmark.get("floor"), bookmark
     assert len(run.records("clavata_jobs")) == 1  # the other source is synced
     assert len([r for r in apis.talonic.request_log if r["path"] == "/v1/jobs"]) <= 4
 
