@@ -69,7 +69,7 @@ LOOKBACK, OPERATOR, SHAPES, INPUT, STREAMS, HOOKS = (
 MUTATIONS: list[Mutation] = [
     # -- issue 15: what the fast suite once let through ---------------------------------------------
     m(
-        "http.py",
+        "client.py",
         'retry_after = parse_reset(response.headers.get("X-RateLimit-Reset"))',
         "retry_after = None",
         f"{F}::test_talonic_rate_limit_reset_is_honoured_without_retry_after",
@@ -241,43 +241,43 @@ MUTATIONS: list[Mutation] = [
     ),
     # -- HTTP: hostile servers, retries, credentials -------------------------------------------------
     m(
-        "http.py",
+        "client.py",
         "allow_redirects=False,",
         "allow_redirects=True,",
         (H, "-k", "redirect_to_another_host and 302"),
         "redirects are not followed: credentials stay on the configured host",
     ),
     m(
-        "http.py",
+        "client.py",
         "        cap = self.max_response_bytes\n",
         "        cap = 1 << 62\n",
         (H, "-k", "size_cap and not chunked"),
         "a body over max_response_mb stops reading and fails its job",
     ),
     m(
-        "http.py",
-        "timer = _Deadline(self.read_timeout, self.connect_timeout)",
-        "timer = _Deadline(1e9, self.connect_timeout)",
+        "client.py",
+        "timer = Deadline(self.read_timeout, self.connect_timeout)",
+        "timer = Deadline(1e9, self.connect_timeout)",
         (H, "-k", "trickling and headers"),
         "each response must be complete within read_timeout (a trickling server cannot hold a job)",
         slow=True,
     ),
     m(
-        "http.py",
+        "client.py",
         'retry_after = parse_retry_after(response.headers.get("Retry-After"))',
         "retry_after = None",
         f"{F}::test_retry_after_is_honoured",
         "Retry-After sets the wait before the retry",
     ),
     m(
-        "http.py",
+        "client.py",
         'self.session.proxies = environment["proxies"]',
         "self.session.proxies = {}",
         f"{H}::test_proxies_from_the_environment_keep_working",
         "proxies from the environment (HTTPS_PROXY, ...) are used, though they are read once per client",
     ),
     m(
-        "http.py",
+        "scrub.py",
         "        for secret in self._ordered:\n",
         "        for secret in ():\n",
         f"{F}::test_a_wrong_key_fails_clearly_and_leaks_no_secret",

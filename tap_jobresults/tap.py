@@ -16,10 +16,11 @@ from singer_sdk.exceptions import ConfigValidationError
 from tap_jobresults import sdk_hooks, settings
 from tap_jobresults import state as state_format
 from tap_jobresults.auth import ClientCredentials, StaticBearer
+from tap_jobresults.client import ApiClient
 from tap_jobresults.errors import StateError
-from tap_jobresults.http import SECRETS, ApiClient, install_scrubbing
 from tap_jobresults.lifecycle import Failures, Policy, Shard, iso
 from tap_jobresults.report import Reporter
+from tap_jobresults.scrub import SECRETS, install_scrubbing
 from tap_jobresults.sources import clavata, cognite, talonic
 from tap_jobresults.streams import JobStream, ResultStream, SyncRunsStream
 from tap_jobresults.writer import SingerWriter

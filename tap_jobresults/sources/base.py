@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 import msgspec
 
+from tap_jobresults.client import ApiClient
 from tap_jobresults.errors import MalformedPayload
-from tap_jobresults.http import ApiClient
 from tap_jobresults.lifecycle import Bookmark, FetchedJob, JobKey, JobRef, Policy, iso
 
 logger = logging.getLogger("tap-jobresults")
