@@ -24,6 +24,7 @@ from singer_sdk import Stream
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_jobresults import sdk_hooks
+from tap_jobresults.client import flush_request_metrics
 from tap_jobresults.errors import AuthError, NotFoundError, TapJobResultsError
 from tap_jobresults.lifecycle import Bookmark, ConfiguredJobs, Failures, FetchedJob, Fetcher, JobRef
 from tap_jobresults.report import Reporter, SourceRun
@@ -124,6 +125,7 @@ class JobStream(_JobResultsStream):
         finally:
             self.current = None
             self.reporter.finish(run)
+            flush_request_metrics()
 
     def _sync_partition(
         self, source: JobSource, partition: str, bookmark: Bookmark, selected: list[ResultStream], run: SourceRun
@@ -175,7 +177,7 @@ class JobStream(_JobResultsStream):
                     commit()
                     self._maybe_write_state(bookmark)
                 run.progress()
-        except AuthError as exc:
+        except TapJobResultsError as exc:  # source-wide (lifecycle.Fetcher re-raises only those)
             self.failures.add(str(exc))
             run.failed_source(exc)
             return False

@@ -172,6 +172,19 @@ class TapJobResults(Tap):
         streams.append(SyncRunsStream(self, self.reporter))
         return streams
 
+    @classmethod
+    def cb_config(cls, ctx: t.Any, param: t.Any, value: tuple[str, ...]) -> t.Any:  # type: ignore[override]
+        """The CLI's --config files: one that is a directory, unreadable or not a JSON object is
+        refused here, naming it, instead of ending in a traceback."""
+        for path in value:
+            if path != "ENV":
+                try:
+                    settings.read_config_file(path)
+                except ValueError as exc:
+                    cls.logger.error("%s. Nothing was synced.", exc)
+                    sys.exit(1)
+        return super().cb_config(ctx, param, value)
+
     # -- state ---------------------------------------------------------------------------------------
 
     @classmethod
