@@ -564,8 +564,12 @@ class ApiClient:
         header_id = response.headers.get("x-request-id") or response.headers.get("request-id")
         request_id = clip(header_id, 100) if header_id else body_request_id
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if retry_after is None and self.honour_reset_header and status == 429:
-            retry_after = parse_reset(response.headers.get("X-RateLimit-Reset"))
+        if self.honour_reset_header and status == 429:
+            # Talonic's quota resets at X-RateLimit-Reset (a daily quota: the next UTC midnight); a
+            # Retry-After sooner than that would only meet the same refusal: the later one counts.
+            reset = parse_reset(response.headers.get("X-RateLimit-Reset"))
+            if reset is not None and (retry_after is None or reset > retry_after):
+                retry_after = reset
         auto_retryable = response.headers.get("cdf-is-auto-retryable", "").lower() == "true"
         retryable = (status in RETRY_STATUSES or auto_retryable) and retryable_flag is not False
         if retryable and retry_after is not None and retry_after > self.max_retry_wait:

@@ -497,7 +497,7 @@ def test_a_rate_limit_far_ahead_stops_the_source_at_once(apis, hint):
     jobs = [apis.talonic.add_job(rows=1) for _ in range(12)]
     other = apis.clavata.add_job(results=1)
     # The listing passes; every job fetch meets the quota.
-    apis.talonic.fail(r"/v1/jobs/[^/]+", status=429, times=None, headers=hint)
+    apis.talonic.fail(r"/v1/jobs/.+", status=429, times=None, headers=hint)
     config = {**apis.config(sources=("talonic", "clavata")), "max_concurrent_requests": 2}  # default retries
     started = time.monotonic()
     run = run_tap(config, timeout=120)
@@ -509,7 +509,7 @@ def test_a_rate_limit_far_ahead_stops_the_source_at_once(apis, hint):
     until = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
     if "X-RateLimit-Reset" in hint:
         until = _next_utc_midnight().strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert re.search(rf"talonic: Talonic job \S+ failed, HTTP 429.*rate limited until {until}", run.stderr), run.stderr[
+    assert re.search(rf"talonic: Talonic job \S+ (results )?failed, HTTP 429.*rate limited until {until}", run.stderr), run.stderr[
         -3000:
     ]
     assert "Traceback" not in run.stderr
@@ -526,8 +526,9 @@ def test_a_rate_limit_far_ahead_stops_the_source_at_once(apis, hint):
 
 def test_jobs_in_a_row_exhausted_by_429_stop_the_source(apis):
     jobs = [apis.talonic.add_job(rows=1) for _ in range(30)]
-    apis.talonic.fail(r"/v1/jobs/[^/]+", status=429, times=None)  # no hint at all
-    config = {**_talonic_direct(apis), "max_concurrent_requests": 1}
+    # The fake's reset is 1 s ahead, within max_retry_wait: each job is retried, and stays refused.
+    apis.talonic.fail(r"/v1/jobs/.+", status=429, times=None)
+    config = {**_talonic_direct(apis), "max_concurrent_requests": 1, "max_retry_wait": 2}
     run = run_tap(config, timeout=120)
     assert run.returncode == 1
     assert re.search(r"3 requests in a row were still refused with HTTP 429.*talonic stops for this run", run.stderr), (
@@ -556,7 +557,7 @@ def test_backoff_waits_are_capped_by_max_retry_wait(apis):
 def test_403_on_every_job_stops_the_source(apis):
     for _ in range(20):
         apis.talonic.add_job(rows=1)
-    apis.talonic.fail(r"/v1/jobs/[^/]+$", status=403, times=None, body={"code": "forbidden", "message": "scope"})
+    apis.talonic.fail(r"/v1/jobs/.+", status=403, times=None, body={"code": "forbidden", "message": "scope"})
     config = {**_talonic_direct(apis), "max_concurrent_requests": 1}
     run = run_tap(config, timeout=120)
     assert run.returncode == 1
@@ -584,7 +585,9 @@ def test_an_id_that_is_not_one_path_segment_reaches_no_other_resource(apis, bad_
     assert paths <= {"/v1/jobs", f"/v1/jobs/{good}", f"/v1/jobs/{good}/results"}, paths
     assert "cannot be one URL path segment" in run.stderr, run.stderr[-2000:]
     assert _rows(run) == {good}
-    assert bad_id not in json.dumps(run.state) or bad_id.strip() == ""  # not bookmarked as synced
+    # Kept pending (fetched again next run), never bookmarked as synced.
+    bookmark = run.state["bookmarks"]["extraction_jobs"]["job_bookmarks"]["all"]
+    assert bad_id in bookmark["pending"] and bad_id not in bookmark.get("seen", {}), bookmark
 
 
 # -- vendor text in logs ----------------------------------------------------------------------------------
@@ -597,7 +600,7 @@ _FORGED = (
 def test_vendor_text_cannot_forge_a_log_line_or_reach_the_terminal(apis):
     good, bad = apis.talonic.add_job(rows=1), apis.talonic.add_job(rows=1)
     body = {"statusCode": 400, "code": "bad\x1b]0;title\x07", "message": _FORGED, "request_id": "r\nid"}
-    apis.talonic.fail(rf"/v1/jobs/{bad}$", status=400, times=None, body=body)
+    apis.talonic.fail(rf"/v1/jobs/{bad}/results$", status=400, times=None, body=body)
     run = run_tap(_talonic_direct(apis), env={"TAP_JOBRESULTS_LOGLEVEL": "DEBUG"}, timeout=120)
     assert run.returncode == 1
     assert "\\n2030-01-01 00:00:00,000 | INFO" in run.stderr and "\\x1b[31mred" in run.stderr, run.stderr[-2000:]
@@ -623,12 +626,12 @@ def test_request_metrics_show_time_per_source_and_endpoint_kind(apis):
     run = run_tap(config, check=True, timeout=120)
     points = [p for p in _metrics(run.stderr) if p["metric"] == "http_request_duration"]
     kinds = {(p["tags"]["stream"], p["tags"]["endpoint"]) for p in points}
-    assert {("talonic", "listing"), ("talonic", "job"), ("talonic", "results")} <= kinds, kinds
-    assert {("cognite", "token"), ("cognite", "job")} <= kinds, kinds
-    talonic_jobs = [p for p in points if p["tags"]["stream"] == "talonic" and p["tags"]["endpoint"] == "job"]
-    assert sum(p["tags"]["requests"] for p in talonic_jobs) == 30
+    # Talonic jobs come with their listing: one results request each.
+    assert {("talonic", "listing"), ("talonic", "results"), ("cognite", "token"), ("cognite", "job")} <= kinds, kinds
+    talonic_results = [p for p in points if p["tags"]["stream"] == "talonic" and p["tags"]["endpoint"] == "results"]
+    assert sum(p["tags"]["requests"] for p in talonic_results) == 30
     assert all(p["type"] == "timer" and p["value"] >= 0 and p["tags"]["status"] == "succeeded" for p in points)
     counts = [p for p in _metrics(run.stderr) if p["metric"] == "http_request_count"]
-    assert sum(p["value"] for p in counts if p["tags"]["stream"] == "talonic") == 61  # 1 listing + 30 + 30
+    assert sum(p["value"] for p in counts if p["tags"]["stream"] == "talonic") == 31  # 1 listing + 30 results
     # Aggregated: no METRIC line per job at INFO.
     assert len(points) < 10, len(points)
