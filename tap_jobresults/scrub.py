@@ -138,6 +138,8 @@ def clean_record(record: logging.LogRecord) -> None:
     if getattr(record, "tap_jobresults_clean", False):
         return
     record.tap_jobresults_clean = True
+    if _is_metric(record):
+        return
     try:
         args = record.args
         if isinstance(args, Mapping):
@@ -151,13 +153,45 @@ def clean_record(record: logging.LogRecord) -> None:
     record.msg, record.args = SECRETS.scrub(_escape_template(message)), None
     if record.exc_info and record.exc_info[1] is not None:
         try:
-            text = logging.Formatter().formatException(record.exc_info)
+            text = _one_line_messages(logging.Formatter().formatException(record.exc_info), record.exc_info[1])
         except Exception:
             text = f"{type(record.exc_info[1]).__name__} (traceback not rendered)"
         # Rendered here, scrubbed and escaped; the raw exception goes, so that no formatter renders
         # it again from the original (a JSON formatter would quote its unscrubbed message).
         record.exc_text = SECRETS.scrub(_escape_template(text))
         record.exc_info = None
+
+
+def _one_line_messages(text: str, exc: BaseException) -> str:
+    """A rendered traceback in which the message of each exception (and of its causes) is one
+    escaped line: the traceback's own lines stay lines, a vendor text in a message cannot add any."""
+    seen: set[int] = set()
+    todo: list[t.Any] = [exc]
+    while todo and len(seen) < 20:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        message = str(item)
+        if message and _CONTROL.search(message):
+            text = text.replace(message, escape(message))
+        todo += [item.__cause__, item.__context__]
+    return text
+
+
+def _is_metric(record: logging.LogRecord) -> bool:
+    """A METRIC line of singer_sdk.metrics, left as the SDK made it (its StructuredFormatter and
+    MetricExclusionFilter read the Point in `args`): a Point renders as JSON, which escapes every
+    control character; only a known secret in it makes it a record to clean like any other."""
+    args = record.args
+    if record.msg != "METRIC: %s" or not isinstance(args, tuple) or len(args) != 1:
+        return False
+    if type(args[0]).__name__ != "Point":
+        return False
+    try:
+        return str(args[0]) not in SECRETS
+    except Exception:
+        return False
 
 
 class ScrubSecretsFilter(logging.Filter):

@@ -7,20 +7,31 @@ secret reaches the second host (127.0.0.2) or the output.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
+import ssl
 import subprocess
+import sys
+import textwrap
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import requests
+import urllib3.exceptions
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import TAP, run_tap, tap_env
 from tests.hostile import (
     HostileServer,
     answer,
     big_body,
+    chunked,
     gzip_bomb,
     make_cert,
     redirect,
@@ -328,9 +339,15 @@ def test_proxies_from_the_environment_keep_working(apis):
 
 
 def test_a_401_storm_causes_one_token_refresh(apis):
+    """Tokens revoked while many requests are in flight: every request refused the revoked token
+    shares one refresh. Deterministic: the first refusal is held until a second request brings the
+    revoked token, and the others until the refresh has been asked for, so their 401s arrive after
+    the token changed (the case a refresh per refusal would get wrong)."""
     jobs = [apis.cognite.add_predict_job(items=1) for _ in range(64)]
-    apis.cognite.latency = 0.1  # many requests in flight when the tokens are revoked
-    original = apis.cognite.get_predict_job
+    apis.cognite.latency = 0.02
+    original, authorized = apis.cognite.get_predict_job, apis.cognite.authorized
+    refused: list[str] = []
+    lock, second = threading.Lock(), threading.Event()
 
     def revoking(match, query, headers, form):
         response = original(match, query, headers, form)
@@ -338,13 +355,29 @@ def test_a_401_storm_causes_one_token_refresh(apis):
             apis.idp.revoke_all()
         return response
 
+    def holding(headers):
+        if authorized(headers):
+            return True
+        with lock:
+            refused.append(headers.get("Authorization", ""))
+            first = len(refused) == 1
+            if len(refused) == 2:
+                second.set()
+        if first:
+            second.wait(20)
+        else:
+            deadline = time.monotonic() + 20
+            while len(apis.idp.token_requests) < 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
+        return False
+
     apis.cognite.get_predict_job = revoking
+    apis.cognite.authorized = holding
     config = {**apis.config(cognite_auth="oauth", sources=("cognite",)), "max_concurrent_requests": 32}
     config["cognite"]["pipeline_ids"] = []
     run = run_tap(config, check=True, timeout=120)
     assert len(run.records("entity_matching_jobs")) == 64
-    refused = [r for r in apis.cognite.request_log if r.get("status") == 401]
-    assert len(refused) >= 2, "the revocation did not hit concurrent requests; the test proves nothing"
+    assert len(refused) >= 2 and len(set(refused)) == 1, refused  # several refusals, all of the revoked token
     # The first token, then one refresh shared by every request refused the revoked token (a refresh per
     # refused request would make it 1 + len(refused) >= 3).
     assert len(apis.idp.token_requests) == 2, (len(apis.idp.token_requests), len(refused))
@@ -509,9 +542,9 @@ def test_a_rate_limit_far_ahead_stops_the_source_at_once(apis, hint):
     until = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
     if "X-RateLimit-Reset" in hint:
         until = _next_utc_midnight().strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert re.search(rf"talonic: Talonic job \S+ (results )?failed, HTTP 429.*rate limited until {until}", run.stderr), run.stderr[
-        -3000:
-    ]
+    assert re.search(
+        rf"talonic: Talonic job \S+ (results )?failed, HTTP 429.*rate limited until {until}", run.stderr
+    ), run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     # The source stopped: one failure line for it, nothing of it bookmarked; the other source synced.
     summary = run.stderr.split("Sync finished")[-1]
@@ -546,7 +579,7 @@ def _talonic_direct(apis) -> dict:
 def test_backoff_waits_are_capped_by_max_retry_wait(apis):
     """Without a hint, the exponential backoff (1, 2, 4, 8 ... s) is capped at max_retry_wait."""
     job = apis.talonic.add_job(rows=1)
-    apis.talonic.fail(rf"/v1/jobs/{job}$", status=503, times=6)
+    apis.talonic.fail(rf"/v1/jobs/{job}/results$", status=503, times=6)  # no hint: backoff decides
     config = {**apis.config(sources=("talonic",)), "max_retries": 6, "max_retry_wait": 0.3}
     started = time.monotonic()
     run = run_tap(config, check=True, timeout=120)
@@ -635,3 +668,159 @@ def test_request_metrics_show_time_per_source_and_endpoint_kind(apis):
     assert sum(p["value"] for p in counts if p["tags"]["stream"] == "talonic") == 31  # 1 listing + 30 results
     # Aggregated: no METRIC line per job at INFO.
     assert len(points) < 10, len(points)
+
+
+# -- limits in their unhappy shape (issue 22) -----------------------------------------------------------
+
+
+def test_an_identity_provider_failure_is_remembered_not_retried_per_stream(apis):
+    """The token request fails (wrong client secret): every CDF stream and pipeline needs a token,
+    and without the failure memory each would ask the identity provider again."""
+    apis.cognite.add_predict_job(items=1)
+    for _ in range(2):
+        pipeline = apis.cognite.add_pipeline()
+        apis.cognite.add_run(pipeline)
+    config = {**apis.config(cognite_auth="oauth", sources=("cognite",)), **FAST}
+    config["cognite"]["client_secret"] = "a-wrong-client-secret-123"
+    run = run_tap(config, timeout=120)
+    assert run.returncode == 1
+    assert "authentication failed: cognite OAuth: OAuth token request to" in run.stderr, run.stderr[-2000:]
+    assert len(apis.idp.token_requests) == 1, len(apis.idp.token_requests)
+    assert not apis.cognite.request_log  # nothing was sent without a token
+    assert "a-wrong-client-secret-123" not in run.stderr
+
+
+def test_an_issued_token_echoed_by_a_vendor_is_scrubbed(apis):
+    """A gateway quotes the Authorization header it refused: the issued OAuth token must be known
+    as a secret, in messages at every level."""
+    good = apis.cognite.add_predict_job(items=1)
+    bad = apis.cognite.add_predict_job(items=1)
+    original = apis.cognite.get_predict_job
+
+    def echoing(match, query, headers, form):
+        if int(match["job"]) == bad:
+            message = f"request not allowed for {headers.get('Authorization')}"
+            return 400, {"error": {"code": 400, "message": message}}, {}
+        return original(match, query, headers, form)
+
+    apis.cognite.get_predict_job = echoing
+    config = {**apis.config(cognite_auth="oauth", sources=("cognite",)), **FAST}
+    config["cognite"]["pipeline_ids"] = []
+    run = run_tap(config, env={"TAP_JOBRESULTS_LOGLEVEL": "DEBUG"}, timeout=120)
+    assert run.returncode == 1
+    assert f"CDF predict job {bad}" in run.stderr and "request not allowed for Bearer ***" in run.stderr, run.stderr[
+        -2000:
+    ]
+    assert apis.idp.issued_tokens
+    for token in apis.idp.issued_tokens:
+        assert token not in run.stderr and token not in run.stdout
+        assert [f for f in _fragments(token) if f in run.stderr] == []
+    assert {r["job_id"] for r in run.records("entity_matching_jobs")} == {good}
+
+
+def test_an_exception_logged_with_its_traceback_is_scrubbed_and_escaped():
+    """Tracebacks go to DEBUG; the exception's text in them passes the same scrubbing and escaping
+    as any message, through the logging machinery the tap installs (any handler, any formatter)."""
+    code = textwrap.dedent(
+        """
+        import logging, sys
+        from tap_jobresults.scrub import SECRETS, install_scrubbing
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(message)s")
+        install_scrubbing()
+        SECRETS.add("tlnc_live_secret_0123456789")
+        try:
+            raise ValueError("vendor said tlnc_live_secret_0123456789\\nFORGED LINE \\x1b[31m")
+        except ValueError:
+            logging.getLogger("tap-jobresults").debug("Talonic job 1: unexpected error", exc_info=True)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "Traceback" in proc.stderr and "ValueError: vendor said ***" in proc.stderr, proc.stderr
+    assert "tlnc_live_secret" not in proc.stderr and "\x1b" not in proc.stderr
+    assert "ValueError: vendor said ***\\nFORGED LINE \\x1b[31m" in proc.stderr, proc.stderr
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("FORGED")]
+
+
+@pytest.mark.parametrize(("extra", "fails"), [(-1, False), (0, False), (1, True)])
+def test_the_size_cap_counts_the_chunk_that_crosses_it(apis, extra, fails):
+    good, edge = apis.talonic.add_job(rows=2), apis.talonic.add_job(rows=2)
+    headers = {"Authorization": f"Bearer {apis.talonic.api_key}"}
+    body = requests.get(f"{apis.talonic.base_url}/v1/jobs/{edge}/results", headers=headers, timeout=30).json()
+    cap = 1 << 20
+    raw = json.dumps({**body, "padding": ""}).encode()
+    raw = json.dumps({**body, "padding": "x" * (cap + extra - len(raw))}).encode()
+    assert len(raw) == cap + extra
+    with HostileServer(upstream=apis.talonic.base_url) as front:
+        front.on(rf"/v1/jobs/{edge}/results", chunked(raw))
+        run = run_tap({**_talonic(apis, front), "max_response_mb": 1}, timeout=120)
+    if fails:
+        assert run.returncode == 1
+        assert re.search(rf"Talonic job {edge}.*larger than 1 MiB \(max_response_mb\)", run.stderr), run.stderr[-2000:]
+        assert _rows(run) == {good}
+    else:
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert _rows(run) == {good, edge}
+
+
+# -- the error description and the log record cleaning, for any input (property-based) ----------------------
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+
+
+@st.composite
+def _exception_graphs(draw) -> BaseException:
+    """Exceptions wired the way requests, urllib3, ssl and codecs wire them, and worse: `.reason`
+    and `.args` holding strings, numbers, None, other exceptions; cycles through causes."""
+    kinds = [
+        lambda: requests.ConnectionError(draw(_TEXT)),
+        lambda: requests.exceptions.SSLError(draw(_TEXT)),
+        lambda: requests.exceptions.ChunkedEncodingError(draw(_TEXT)),
+        lambda: requests.RequestException(draw(_TEXT)),
+        lambda: urllib3.exceptions.MaxRetryError(None, "/x", None),
+        lambda: urllib3.exceptions.ProtocolError(draw(_TEXT)),
+        lambda: ssl.SSLError(1, draw(_TEXT)),
+        lambda: ssl.SSLCertVerificationError(1, draw(_TEXT)),
+        lambda: UnicodeEncodeError("latin-1", draw(_TEXT) or "x", 0, 1, draw(_TEXT)),
+        lambda: OSError(draw(st.integers(0, 200)), draw(_TEXT)),
+        lambda: ConnectionRefusedError(111, "refused"),
+        lambda: ValueError(draw(_TEXT)),
+    ]
+    nodes = [draw(st.sampled_from(kinds))() for _ in range(draw(st.integers(1, 6)))]
+    for node in nodes:
+        for name in ("reason", "__cause__", "__context__"):
+            choice = draw(st.sampled_from(["leave", "string", "none", "node"]))
+            value = {"string": draw(_TEXT), "none": None}.get(choice, draw(st.sampled_from(nodes)))
+            if choice != "leave":
+                with contextlib.suppress(Exception):
+                    setattr(node, name, value)
+        if draw(st.booleans()):
+            node.args = (*node.args, draw(st.sampled_from(nodes)), draw(_TEXT), 7)
+    return nodes[0]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(_exception_graphs())
+def test_a_network_error_is_always_described_never_raised(exc):
+    from tap_jobresults.client import ApiClient, Retry
+    from tap_jobresults.errors import ApiError
+    from tap_jobresults.transport import Deadline
+
+    client = ApiClient("talonic", "https://svc.example", setting="talonic.base_url")
+    error = client._network_error(exc, "Talonic job 1", Deadline(60, 10))
+    if error is not None:
+        named = error.error if isinstance(error, Retry) else error
+        assert isinstance(named, ApiError)
+        assert str(named).startswith("talonic: Talonic job 1 failed")
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.one_of(_TEXT, st.integers(), st.floats(allow_nan=False), st.none()), max_size=4))
+def test_a_log_record_never_carries_a_control_character_from_its_arguments(args):
+    from tap_jobresults.scrub import clean_record
+
+    template = "job %s:\n  " + " ".join(["%s"] * len(args))
+    record = logging.LogRecord("tap-jobresults", logging.INFO, __file__, 1, template, ("x\x1b[2J\ny", *args), None)
+    clean_record(record)
+    message = record.getMessage()
+    assert message.count("\n") == 1  # the template's own newline only
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]", message), message
