@@ -806,7 +806,8 @@ def test_a_network_error_is_always_described_never_raised(exc):
     from tap_jobresults.transport import Deadline
 
     client = ApiClient("talonic", "https://svc.example", setting="talonic.base_url")
-    error = client._network_error(exc, "Talonic job 1", Deadline(60, 10))
+    client._describe(exc, "Talonic job 1", Deadline(60, 10))  # the description itself does not raise ...
+    error = client._network_error(exc, "Talonic job 1", Deadline(60, 10))  # ... and is guarded all the same
     if error is not None:
         named = error.error if isinstance(error, Retry) else error
         assert isinstance(named, ApiError)
