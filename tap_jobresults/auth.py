@@ -11,8 +11,9 @@ import threading
 import time
 import typing as t
 
+from tap_jobresults.client import ApiClient
 from tap_jobresults.errors import ApiError, AuthError, MalformedPayload
-from tap_jobresults.http import SECRETS, ApiClient
+from tap_jobresults.scrub import SECRETS, safe_url
 
 
 class StaticBearer:
@@ -52,7 +53,9 @@ class ClientCredentials:
             self._form["audience"] = audience
         # Its own client, without credentials of any kind; like every client it follows no redirect,
         # so the form with the client secret goes to token_url only, and a token comes from there only.
-        self._client = ApiClient(f"{source} OAuth", token_url, setting=f"{source}.token_url", **timeouts)
+        self._client = ApiClient(
+            f"{source} OAuth", token_url, setting=f"{source}.token_url", metrics_source=source, **timeouts
+        )
         self._token_url = token_url
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -99,7 +102,9 @@ class ClientCredentials:
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             error = AuthError(
-                self.source, f"OAuth token request to {self._token_url}", message="no access_token in the response"
+                self.source,
+                f"OAuth token request to {safe_url(self._token_url)}",
+                message="no access_token in the response",
             )
             error.source_wide = True
             raise error
@@ -113,7 +118,7 @@ class ClientCredentials:
 
     def _post_form(self) -> t.Any:
         """The token request, with the same retries as any call (429, 5xx, resets, timeouts)."""
-        what = f"OAuth token request to {self._token_url}"
+        what = f"OAuth token request to {safe_url(self._token_url)}"
         try:
             return self._client.get_json(self._token_url, what, form=self._form)
         except AuthError:

@@ -30,6 +30,7 @@ import typing as t
 import msgspec
 
 from tap_jobresults import guard, sdk_hooks
+from tap_jobresults.client import flush_request_metrics
 from tap_jobresults.errors import AuthError, NotFoundError, TapJobResultsError
 from tap_jobresults.lifecycle import ConfiguredJobs, FetchedJob, JobRef
 
@@ -203,6 +204,7 @@ class Engine:
         finally:
             for runner in runners:
                 runner.stop_quietly()
+            flush_request_metrics()
         for commit in deferred:
             commit()
 

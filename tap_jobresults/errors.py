@@ -12,7 +12,13 @@ class TapJobResultsError(Exception):
 
 
 class ApiError(TapJobResultsError):
-    """A request that failed for good (not retryable, or retries exhausted)."""
+    """A request that failed for good (not retryable, or retries exhausted).
+
+    `source_wide`: nothing more of that source can be fetched this run (its credentials refused,
+    its quota spent, its host's certificate refused); the source stops, its pending jobs are kept.
+    Otherwise only this request failed and the job is retried next run like any other failure."""
+
+    source_wide = False
 
     def __init__(
         self,
@@ -58,14 +64,37 @@ class ApiError(TapJobResultsError):
 
 
 class AuthError(ApiError):
-    """401/403. `source_wide`: the source's own credentials failed (token endpoint), so nothing
-    of that source can be fetched; otherwise only this request was refused (a wrong job token,
-    a data set without access) and the job is retried next run like any other failure."""
-
-    source_wide = False
+    """401/403. Source-wide when the source's own credentials failed (token endpoint, 403 on a
+    listing); otherwise only this request was refused (a wrong job token, a data set without
+    access)."""
 
     def describe(self) -> str:
         return "authentication failed: " + super().describe()
+
+
+class RateLimited(ApiError):
+    """The server asked for a wait beyond max_retry_wait, or requests in a row stayed refused
+    with 429 after their retries: the source stops for this run."""
+
+    source_wide = True
+
+    def again(self, what: str) -> RateLimited:
+        """The same stop, for a later call of the source (threads must not share one exception)."""
+        copy = RateLimited(self.source, what, status=self.status, code=self.code, message=self.vendor_message)
+        copy.request_id = self.request_id
+        return copy
+
+
+class TlsError(ApiError):
+    """The TLS handshake with the configured host failed (certificate not trusted, expired, for
+    another host; not a TLS port): nothing was sent, and nothing of the source can be fetched."""
+
+    source_wide = True
+
+
+class UnsafeId(TapJobResultsError):
+    """A vendor-supplied ID that cannot be one URL path segment ('', '.', '..', '/', controls):
+    a request built from it could reach another resource, so it is never sent."""
 
 
 class NotFoundError(ApiError):

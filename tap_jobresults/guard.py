@@ -27,10 +27,7 @@ from datetime import datetime, timezone
 
 import msgspec
 
-try:  # the registry moves to its own module
-    from tap_jobresults.scrub import SECRETS  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - before that move
-    from tap_jobresults.http import SECRETS  # type: ignore[attr-defined,unused-ignore,no-redef]
+from tap_jobresults.scrub import SECRETS
 
 logger = logging.getLogger("tap-jobresults")
 

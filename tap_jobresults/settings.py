@@ -8,6 +8,7 @@ setting it is about, so that a cron user reading one log line knows what to fix.
 from __future__ import annotations
 
 import ipaddress
+import json
 import typing as t
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -15,11 +16,14 @@ from urllib.parse import urlsplit
 from singer_sdk import typing as th
 
 from tap_jobresults.lifecycle import iso
+from tap_jobresults.scrub import safe_url
 
 DEFAULT_MAX_CONCURRENT_REQUESTS = 8
 
 SOURCES = ("cognite", "clavata", "talonic")
 SECRET_KEYS = frozenset({"token", "client_secret", "api_key", "job_token"})
+HEADER_SECRETS = frozenset({"token", "api_key", "job_token"})  # sent in a header: ASCII only
+URL_SETTINGS = frozenset({"base_url", "token_url"})
 
 DEFAULT_BASE_URLS = {
     "cognite": "https://api.cognitedata.com",
@@ -105,6 +109,8 @@ def schema_error_message(error: t.Any) -> str:
             wanted = " or ".join(str(kind) for kind in types)
             return f"{_path_name(path)}: must be of type {wanted} (the value is a secret and is not shown)"
         return f"{_path_name(path)}: invalid value for '{error.validator}' (the value is a secret and is not shown)"
+    if path and path[-1] in URL_SETTINGS:  # a URL may carry a password or a key: shown without them
+        return f"{_path_name(path)}: {safe_url(error.instance)} is not a valid URL ('{error.validator}')"
     message = str(error.message)
     if path:
         message += f" in config[{']['.join(repr(index) for index in path)}]"
@@ -276,18 +282,56 @@ def _is_loopback(host: str | None) -> bool:
 
 
 def check_url(setting: str, url: t.Any) -> str | None:
-    """Refuse URLs that would send a credential in clear text, or that are not URLs."""
+    """Refuse URLs that would send a credential in clear text, that carry one, or that are not
+    URLs. Messages show the URL without userinfo or query (safe_url)."""
     if not isinstance(url, str):
         return None  # the schema reports the type
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError:
+        return f"{setting}: {safe_url(url)} is not a valid URL"
     if parts.scheme not in ("https", "http") or not parts.netloc:
-        return f"{setting}: {url!r} is not an http(s) URL"
+        return f"{setting}: {safe_url(url)} is not an http(s) URL"
+    if "@" in parts.netloc:
+        return (
+            f"{setting}: holds a user name or password (user:password@host), which the tap would not use and "
+            "must not print; give the host only, and the credentials in their own settings"
+        )
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         return (
             f"{setting}: plain http:// is refused for {parts.hostname!r} (credentials would travel "
             "unencrypted); use https://, or a loopback host for local tests"
         )
     return None
+
+
+def read_config_file(path: str) -> dict[str, t.Any]:
+    """One --config file as a JSON object, or ValueError with a message naming the file and what is
+    wrong with it (never its content, which holds secrets)."""
+    name = f"--config {safe_url(path)}"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except IsADirectoryError:
+        raise ValueError(f"{name}: is a directory, not a JSON config file") from None
+    except FileNotFoundError:
+        raise ValueError(f"{name}: no such file") from None
+    except PermissionError:
+        raise ValueError(f"{name}: cannot be read (permission denied)") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{name}: is not UTF-8 text") from None
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name}: is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except (ValueError, RecursionError):
+        raise ValueError(f"{name}: is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{name}: must hold a JSON object of settings, got {type(config).__name__}")
+    return config
 
 
 def shape_errors(config: t.Any) -> list[str]:
@@ -381,8 +425,15 @@ def _secret_format_errors(config: t.Mapping[str, t.Any]) -> list[str]:
             if isinstance(job, Mapping):
                 values.append((f"{name}.entity_matching_jobs[{index}].job_token", job.get("job_token")))
         for setting, value in values:
-            if isinstance(value, str) and (value != value.strip() or any(ord(ch) < 32 for ch in value)):
+            if isinstance(value, str) and (
+                value != value.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+            ):
                 errors.append(
                     f"{setting}: contains spaces or control characters at its ends or inside (a copy-paste slip?)"
+                )
+            elif isinstance(value, str) and setting.rsplit(".", 1)[-1] in HEADER_SECRETS and not value.isascii():
+                errors.append(
+                    f"{setting}: contains a character outside ASCII, which an HTTP header cannot carry "
+                    "(a typographic quote or dash from a copy-paste?)"
                 )
     return errors

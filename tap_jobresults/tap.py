@@ -16,11 +16,12 @@ from singer_sdk.exceptions import ConfigValidationError
 from tap_jobresults import sdk_hooks, settings
 from tap_jobresults import state as state_format
 from tap_jobresults.auth import ClientCredentials, StaticBearer
+from tap_jobresults.client import ApiClient
 from tap_jobresults.engine import Engine
 from tap_jobresults.errors import StateError
-from tap_jobresults.http import SECRETS, ApiClient, install_scrubbing
 from tap_jobresults.lifecycle import Failures, Policy, Shard, iso
 from tap_jobresults.report import Reporter
+from tap_jobresults.scrub import SECRETS, install_scrubbing
 from tap_jobresults.sources import clavata, cognite, talonic
 from tap_jobresults.streams import JobStream, ResultStream, SyncRunsStream
 from tap_jobresults.writer import SingerWriter
@@ -182,6 +183,19 @@ class TapJobResults(Tap):
                     streams.append(result_stream)
         streams.append(SyncRunsStream(self, self.reporter))
         return streams
+
+    @classmethod
+    def cb_config(cls, ctx: t.Any, param: t.Any, value: tuple[str, ...]) -> t.Any:  # type: ignore[override]
+        """The CLI's --config files: one that is a directory, unreadable or not a JSON object is
+        refused here, naming it, instead of ending in a traceback."""
+        for path in value:
+            if path != "ENV":
+                try:
+                    settings.read_config_file(path)
+                except ValueError as exc:
+                    cls.logger.error("%s. Nothing was synced.", exc)
+                    sys.exit(1)
+        return super().cb_config(ctx, param, value)
 
     # -- state ---------------------------------------------------------------------------------------
 

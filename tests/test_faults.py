@@ -133,8 +133,21 @@ def test_debug_logging_leaks_no_secret(apis):
         times=None,
         body={"code": "validation_error", "message": f"bad key {config['talonic']['api_key']}"},
     )
+    # A gateway that quotes the Authorization header it refused: the issued OAuth token is printed
+    # unless the tap knows it as a secret.
+    echoed = apis.cognite.add_predict_job(items=1)
+    original = apis.cognite.get_predict_job
+
+    def echoing(match, query, headers, form):
+        if int(match["job"]) == echoed:
+            return 400, {"error": {"code": 400, "message": f"refused {headers.get('Authorization')}"}}, {}
+        return original(match, query, headers, form)
+
+    apis.cognite.get_predict_job = echoing
+    config["cognite"] = apis.config(cognite_auth="oauth")["cognite"]  # with the new job
     run = run_tap(config, env={"TAP_JOBRESULTS_LOGLEVEL": "DEBUG"})
     assert "DEBUG" in run.stderr or "debug" in run.stderr
+    assert f"CDF predict job {echoed}" in run.stderr and "refused Bearer ***" in run.stderr, run.stderr[-2000:]
     output = run.stdout + run.stderr
     for secret in [
         config["talonic"]["api_key"],

@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from singer_sdk.exceptions import ConfigValidationError
 
+from tap_jobresults.client import ApiClient
 from tap_jobresults.errors import TapJobResultsError
-from tap_jobresults.http import SECRETS, ApiClient
 from tap_jobresults.lifecycle import FetchedJob, JobKey, JobRef, Policy
+from tap_jobresults.scrub import SECRETS
 from tap_jobresults.sources import clavata, cognite, talonic
 from tap_jobresults.tap import TapJobResults
 

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
+from tap_jobresults.client import parse_reset, parse_retry_after
 from tap_jobresults.errors import ApiError
-from tap_jobresults.http import SecretRegistry, parse_reset, parse_retry_after
 from tap_jobresults.lifecycle import Bookmark, FetchedJob, Fetcher, JobKey, JobRef, Policy, iso
+from tap_jobresults.scrub import SecretRegistry
 from tap_jobresults.sources.base import Listing
 
 POLICY = Policy(run_started="2024-06-01T00:00:00.000000Z", lookback=86400)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import abc
 import logging
 import typing as t
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import msgspec
 
-from tap_jobresults.errors import MalformedPayload
-from tap_jobresults.http import ApiClient
+from tap_jobresults.client import ApiClient
+from tap_jobresults.errors import MalformedPayload, UnsafeId
 from tap_jobresults.lifecycle import Bookmark, FetchedJob, JobKey, JobRef, Policy, iso
+from tap_jobresults.scrub import escape
 
 logger = logging.getLogger("tap-jobresults")
 
@@ -149,8 +150,22 @@ class JobSource(abc.ABC):
 
 
 def path_id(job_id: t.Any) -> str:
-    """A job ID as one URL path segment: IDs come from listings, and '../x?y#z' must stay an ID."""
-    return quote(str(job_id), safe="")
+    """A vendor ID as one URL path segment, or UnsafeId.
+
+    IDs come from listings: '?', '#' and the like are percent-encoded, and an ID that cannot stay
+    one segment whatever a server or proxy decodes or normalises (empty, '.', '..', a slash or
+    backslash, a percent-encoded one of those, a control character) is refused, so that no request
+    built from it reaches another resource (the client checks the built URL again)."""
+    text = str(job_id)
+    decoded = unquote(unquote(text))
+    if (
+        not text.strip()
+        or decoded.strip() in (".", "..")
+        or any(char in decoded for char in "/\\")
+        or any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in decoded)
+    ):
+        raise UnsafeId(f"the ID {escape(repr(text))[:120]} cannot be one URL path segment; no request is sent for it")
+    return quote(text, safe="")
 
 
 def require(

@@ -307,6 +307,69 @@ def self_signed_cert(directory: str) -> tuple[str, str]:
     return cert, key
 
 
+def make_cert(
+    directory: str, *, hosts: t.Sequence[str] = ("127.0.0.1",), expired: bool = False, name: str = "cert"
+) -> tuple[str, str]:
+    """A self-signed certificate (made with `cryptography`) for the IP addresses `hosts`, valid now
+    or expired yesterday. Trusted by the tap only when given through REQUESTS_CA_BUNDLE."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    now = dt.datetime.now(dt.timezone.utc)
+    start, end = (
+        (now - dt.timedelta(days=3), now - dt.timedelta(days=1))
+        if expired
+        else (now - dt.timedelta(hours=1), now + dt.timedelta(days=1))
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(h)) for h in hosts]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = Path(directory) / f"{name}.pem", Path(directory) / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+def chunked(raw: bytes, piece: int = 1 << 16) -> Behaviour:
+    """`raw` as a 200 JSON body in chunked transfer encoding (no Content-Length to check up front)."""
+
+    def run(handler: BaseHTTPRequestHandler, seen: Seen) -> None:
+        handler.close_connection = True
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            for start in range(0, len(raw), piece):
+                data = raw[start : start + piece]
+                handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            handler.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass
+
+    return run
+
+
 def run_tap_under(
     prefix: t.Sequence[str],
     config: dict,

@@ -1,44 +1,56 @@
-"""One HTTP client for every source: timeouts, polite retries, re-authentication, clear errors.
+"""One HTTP client for every source: polite retries, re-authentication, clear errors.
 
 Why not the SDK's RESTStream request path: it re-sends the same prepared request on retry, so a
 token refreshed during backoff is never used (sdk#3320); it ignores Retry-After (sdk#2012); it puts
 whole response bodies into error messages; and it fetches one request at a time, while a job-result
 tap spends its time waiting on many independent job fetches. So requests are built anew on every
 attempt here, waits follow what the server asks for, and sources fetch jobs concurrently.
+
+The error path, in order: `get_json` retries what `_attempt` raises as `Retry`; `_exchange` turns
+anything the network stack raises into a named `ApiError` (`_network_error`, which never raises
+itself); `_classify` turns an HTTP error answer into one. A wait the server asks for beyond
+`max_retry_wait`, or several requests in a row still refused with 429 after their retries, end the
+whole source for this run (`RateLimited`, source-wide): later calls fail at once, without a request.
+The transport (response deadline, connection classes) is in transport.py; what may reach a log
+line is decided in scrub.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import errno
-import heapq
-import itertools
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 import typing as t
+import weakref
 from datetime import datetime, timezone
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import backoff
 import msgspec
 import requests
-import urllib3.connection
-import urllib3.connectionpool
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
+import urllib3.util
+from singer_sdk import metrics
 
 from tap_jobresults.errors import (
     ApiError,
     AuthError,
     MalformedPayload,
     NotFoundError,
+    RateLimited,
     RedirectRefused,
     ResponseTooLarge,
     TapJobResultsError,
+    TlsError,
 )
+from tap_jobresults.scrub import clip, escape, safe_url
+from tap_jobresults.transport import NO_NETRC, WATCHDOG, Adapter, Deadline, Overdue, armed
 
 logger = logging.getLogger("tap-jobresults")
 
@@ -53,10 +65,14 @@ FIRST_WAIT = 1.0  # seconds; doubled per attempt, fully jittered, capped by max_
 # seven long waits: two quick retries (a restarting proxy), then the request fails.
 UNREACHABLE_RETRIES = 2
 UNREACHABLE_WAIT = 1.0
+# Requests in a row whose retries all ended in 429: the source is over its quota, whatever the
+# server said about when it resets; it stops for this run.
+MAX_RATE_LIMITED_IN_A_ROW = 3
 DEFAULT_MAX_RESPONSE_MB = 1024
 CHUNK = 1 << 20
 
 _decoder = msgspec.json.Decoder()
+_ALL_STATS: weakref.WeakSet[RequestStats] = weakref.WeakSet()
 
 
 class Retry(Exception):
@@ -67,241 +83,6 @@ class Retry(Exception):
         self.error = error
         self.retry_after = retry_after
         self.unreachable = unreachable
-
-
-class SecretRegistry:
-    """Every secret the tap knows (config values, issued tokens), to scrub from any text."""
-
-    def __init__(self) -> None:
-        self._secrets: set[str] = set()
-        self._ordered: tuple[str, ...] = ()  # longest first, so a secret inside another goes last
-        self._lock = threading.Lock()
-
-    def clear(self) -> None:
-        """Forget every secret (one process, one tap: for tests that build many taps in a row)."""
-        with self._lock:
-            self._secrets.clear()
-            self._ordered = ()
-
-    def add(self, value: t.Any) -> None:
-        if isinstance(value, str) and len(value) >= 4:
-            with self._lock:
-                self._secrets.add(value)
-                self._secrets.add(repr(value)[1:-1])  # as it appears escaped inside other reprs
-                if value.strip() and value.strip() != value:
-                    self._secrets.add(value.strip())
-                self._ordered = tuple(sorted(self._secrets, key=len, reverse=True))
-
-    def scrub(self, text: str) -> str:
-        for secret in self._ordered:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
-
-
-SECRETS = SecretRegistry()
-
-
-def _scrub_record(record: logging.LogRecord) -> None:
-    try:
-        message = record.getMessage()
-    except Exception:  # a malformed call: logging reports it itself, leave the record alone
-        return
-    scrubbed = SECRETS.scrub(message)
-    if scrubbed != message:
-        record.msg, record.args = scrubbed, None
-    if record.exc_info and record.exc_info[1] is not None:
-        text = SECRETS.scrub(str(record.exc_info[1]))
-        if text != str(record.exc_info[1]):
-            record.exc_info = None
-            record.exc_text = None
-            record.msg = f"{record.msg} ({text})"
-
-
-class ScrubSecretsFilter(logging.Filter):
-    """No log record leaves the process with a known secret in it (see `install_scrubbing`)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        _scrub_record(record)
-        return True
-
-
-# Loggers that carry a filter of their own, whatever handlers a logging config gives them. A filter
-# on a logger sees only records logged on that very logger, so the record factory below is what
-# covers child loggers (one per stream) and third-party ones; filters are the second line.
-SCRUBBED_LOGGERS = ("", "tap-jobresults", "singer_sdk", "singer_sdk.metrics", "urllib3", "backoff", "py.warnings")
-
-
-def install_scrubbing() -> None:
-    """Scrub secrets from every log record, whichever logger it comes from and whichever handler
-    (console, a SINGER_SDK_LOG_CONFIG file handler, ...) writes it. Safe to call repeatedly: call it
-    again after anything that (re)configures logging."""
-    factory = logging.getLogRecordFactory()
-    if not getattr(factory, "scrubs_secrets", False):
-
-        def scrubbing_factory(*args: t.Any, **kwargs: t.Any) -> logging.LogRecord:
-            record = factory(*args, **kwargs)
-            _scrub_record(record)
-            return record
-
-        scrubbing_factory.scrubs_secrets = True  # type: ignore[attr-defined]
-        logging.setLogRecordFactory(scrubbing_factory)
-    loggers: list[logging.Logger] = [logging.getLogger(name) for name in SCRUBBED_LOGGERS]
-    loggers += [
-        node
-        for name, node in list(logging.Logger.manager.loggerDict.items())
-        if isinstance(node, logging.Logger) and name.split(".")[0] in ("tap-jobresults", "singer_sdk")
-    ]
-    for log in loggers:
-        _add_filter(log)
-        for handler in log.handlers:
-            _add_filter(handler)
-
-
-def _add_filter(target: logging.Filterer) -> None:
-    if not any(isinstance(f, ScrubSecretsFilter) for f in target.filters):
-        target.addFilter(ScrubSecretsFilter())
-
-
-# -- a deadline per response ------------------------------------------------------------------------
-#
-# requests' read timeout bounds one socket read: a server that sends a byte every few seconds, or
-# headers that never end, keeps a request alive forever. Every response here must be complete
-# within read_timeout of the request being sent. A watchdog thread shuts down the socket of any
-# response still being read at its deadline, whichever phase it is in (headers, body, a gzip
-# stream); the reading thread then sees the connection end and reports a timeout.
-
-
-class _Deadline:
-    __slots__ = ("deadline", "fired", "seconds", "sock")
-
-    def __init__(self, seconds: float, connect_allowance: float) -> None:
-        self.seconds = seconds
-        # Until the request is on the wire (connection set up), allow for connecting too.
-        self.deadline = time.monotonic() + connect_allowance + seconds
-        self.sock: t.Any = None
-        self.fired = False
-
-    def overdue(self) -> bool:
-        return self.fired or time.monotonic() >= self.deadline
-
-
-class _Watchdog:
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Deadline]] = []
-        self._seq = itertools.count()
-        self._live = 0
-        self._thread: threading.Thread | None = None
-
-    def arm(self, timer: _Deadline, sock: t.Any) -> None:
-        with self._cond:
-            if timer.sock is not None:  # re-armed (a new request on the same attempt): keep one entry live
-                self._live -= 1
-            timer.sock = sock
-            timer.deadline = time.monotonic() + timer.seconds
-            self._live += 1
-            heapq.heappush(self._heap, (timer.deadline, next(self._seq), timer))
-            if len(self._heap) > 1024 and len(self._heap) > 4 * self._live:
-                self._heap = [entry for entry in self._heap if entry[2].sock is not None]
-                heapq.heapify(self._heap)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="response-deadline", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def disarm(self, timer: _Deadline) -> None:
-        with self._cond:
-            if timer.sock is not None:
-                timer.sock = None
-                self._live -= 1
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                while self._heap and self._heap[0][0] <= now:
-                    due, _, timer = heapq.heappop(self._heap)
-                    if timer.sock is not None and due >= timer.deadline:
-                        timer.fired = True
-                        _cut(timer.sock)
-                        timer.sock = None
-                        self._live -= 1
-                self._cond.wait(self._heap[0][0] - now if self._heap else None)
-
-
-def _cut(sock: t.Any) -> None:
-    """End a connection under the feet of the thread reading it: shutdown wakes a blocked read."""
-    raw = sock if isinstance(sock, socket.socket) else getattr(sock, "socket", None)  # TLS-in-TLS wrapper
-    if isinstance(raw, socket.socket):
-        try:
-            socket.socket.shutdown(raw, socket.SHUT_RDWR)  # the plain socket's: works under a TLS layer
-        except OSError:
-            pass
-
-
-_WATCHDOG = _Watchdog()
-_current = threading.local()  # the _Deadline of the request this thread is making
-
-
-class _ArmOnResponse:
-    """urllib3 connection mixin: the deadline starts when the request is sent."""
-
-    sock: t.Any
-
-    def getresponse(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
-        timer = getattr(_current, "timer", None)
-        if timer is not None and self.sock is not None:
-            _WATCHDOG.arm(timer, self.sock)
-        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
-
-
-class _HTTPConnection(_ArmOnResponse, urllib3.connection.HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_ArmOnResponse, urllib3.connection.HTTPSConnection):
-    pass
-
-
-class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
-class _Adapter(HTTPAdapter):
-    """Connection pools whose connections start the response deadline, also through a proxy."""
-
-    def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: t.Any) -> t.Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if not proxy.lower().startswith("socks"):  # SOCKS pools have their own connection classes
-            manager.pool_classes_by_scheme = _POOLS
-        return manager
-
-
-class _NoNetrc(requests.auth.AuthBase):
-    """An explicit (empty) auth: without one, requests looks up ~/.netrc for the host and puts
-    what it finds in the Authorization header, over the configured credential."""
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        return request
-
-
-_NO_NETRC = _NoNetrc()
-
-
-class _Overdue(Exception):
-    """Internal: the response was still arriving at its deadline."""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -346,13 +127,6 @@ def parse_reset(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, number - now)
 
 
-def _clip(text: str, limit: int) -> str:
-    """Scrub first, then shorten: cutting first could leave a secret's head in the text, where
-    the whole secret would no longer be recognised."""
-    text = SECRETS.scrub(text)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _error_fields(body: t.Any) -> tuple[str | None, str | None, bool | None, str | None]:
     """(code, message, retryable, request_id) from any of the vendors' error envelopes.
 
@@ -370,10 +144,10 @@ def _error_fields(body: t.Any) -> tuple[str | None, str | None, bool | None, str
     retryable = body.get("retryable") if isinstance(body.get("retryable"), bool) else None
     request_id = body.get("request_id") or inner.get("request_id")
     return (
-        None if code is None else _clip(str(code), 100),
-        None if message is None else _clip(str(message), 300),
+        None if code is None else clip(str(code), 100),
+        None if message is None else clip(str(message), 300),
         retryable,
-        None if request_id is None else _clip(str(request_id), 100),
+        None if request_id is None else clip(str(request_id), 100),
     )
 
 
@@ -399,6 +173,7 @@ class ApiClient:
         max_retry_wait: float = 120,
         max_response_mb: float = DEFAULT_MAX_RESPONSE_MB,
         honour_reset_header: bool = False,
+        metrics_source: str | None = None,
     ) -> None:
         self.source = source
         self.base_url = base_url.rstrip("/")
@@ -417,8 +192,14 @@ class ApiClient:
         # Set when a request gave up because the host could not be reached, cleared by any answer:
         # the requests after it then try once instead of repeating the same wait for every job.
         self._unreachable = False
+        # Rate limits: once the source is told to wait past max_retry_wait (or stays refused with
+        # 429 request after request), every later call fails at once with the same error.
+        self._state_lock = threading.Lock()
+        self._stopped: RateLimited | None = None
+        self._limited_in_a_row = 0
+        self.stats = RequestStats(metrics_source or source)
         self.session = requests.Session()
-        adapter = _Adapter(pool_connections=1, pool_maxsize=max(pool_size, 1) + 2, max_retries=0)
+        adapter = Adapter(pool_connections=1, pool_maxsize=max(pool_size, 1) + 2, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers.update({"Accept": "application/json", "User-Agent": "tap-jobresults"})
@@ -455,10 +236,56 @@ class ApiClient:
             url = path
         else:
             url = self.base_url + path
+        if problem := _path_changes(url):
+            raise ApiError(self.source, what, message=f"refused to send a request to {safe_url(url)}: {problem}")
+        if self._stopped is not None:
+            raise self._stopped.again(what)
+        kind = "token" if form is not None else "listing" if params is not None else _kind_of(url)
+        try:
+            result = self._with_retries(url, what, params, headers, decode_as, form, kind)
+        except ApiError as exc:
+            self._count_rate_limit(exc)
+            raise
+        with self._state_lock:
+            self._limited_in_a_row = 0
+        return result
+
+    def _count_rate_limit(self, exc: ApiError) -> None:
+        """N requests in a row whose retries all ended in 429 stop the source."""
+        if isinstance(exc, RateLimited):
+            with self._state_lock:
+                self._stopped = self._stopped or exc
+            return
+        with self._state_lock:
+            self._limited_in_a_row = self._limited_in_a_row + 1 if exc.status == 429 else 0
+            if self._limited_in_a_row < MAX_RATE_LIMITED_IN_A_ROW or self._stopped is not None:
+                return
+            self._stopped = RateLimited(
+                self.source,
+                exc.what,
+                status=429,
+                message=(
+                    f"rate limited: {self._limited_in_a_row} requests in a row were still refused with HTTP 429 "
+                    f"after their retries; {self.source} stops for this run, its pending jobs are fetched next run"
+                ),
+                attempts=exc.attempts,
+            )
+        raise self._stopped from None
+
+    def _with_retries(
+        self,
+        url: str,
+        what: str,
+        params: t.Any,
+        headers: dict[str, str] | None,
+        decode_as: type | None,
+        form: t.Any,
+        kind: str,
+    ) -> t.Any:
         attempts = 1
         unreachable = 0
         try:  # the first attempt, without the retry machinery's per-call cost
-            return self._attempt(url, what, params, headers, decode_as, form)
+            return self._attempt(url, what, params, headers, decode_as, form, kind)
         except Retry as exc:
             first: Retry | None = exc
 
@@ -511,8 +338,10 @@ class ApiClient:
             if first is not None:  # replay the first failure, so that backoff waits and logs as for any
                 failed, first = first, None
                 raise failed
+            if self._stopped is not None:  # another request of the source hit a rate limit meanwhile
+                raise self._stopped.again(what)
             attempts += 1
-            return self._attempt(url, what, params, headers, decode_as, form)
+            return self._attempt(url, what, params, headers, decode_as, form, kind)
 
         try:
             return attempt()
@@ -525,14 +354,27 @@ class ApiClient:
     # -- one attempt ----------------------------------------------------------------------------
 
     def _attempt(
-        self, url: str, what: str, params: t.Any, headers: dict[str, str] | None, decode_as: type | None, form: t.Any
+        self,
+        url: str,
+        what: str,
+        params: t.Any,
+        headers: dict[str, str] | None,
+        decode_as: type | None,
+        form: t.Any,
+        kind: str,
     ) -> t.Any:
         refreshed = False
         while True:
             request_headers = dict(headers or {})
             if self._auth is not None:
                 request_headers.update(self._auth())  # fresh on every attempt: refreshed tokens are used
-            response, body = self._exchange(url, what, params, form, request_headers)
+            started = time.monotonic()
+            try:
+                response, body = self._exchange(url, what, params, form, request_headers)
+            except BaseException:
+                self.stats.add(kind, time.monotonic() - started, None)
+                raise
+            self.stats.add(kind, time.monotonic() - started, response.status_code)
             self._unreachable = False
             if response.status_code == 401 and self._refresh_auth is not None and not refreshed:
                 # An OAuth token may have been revoked or expired early: refresh once, then judge.
@@ -556,7 +398,7 @@ class ApiClient:
         except msgspec.DecodeError as exc:
             content_type = response.headers.get("Content-Type", "unknown content type")
             raise MalformedPayload(
-                self.source, what, f"expected JSON, got {_clip(content_type, 100)} that does not parse ({exc})"
+                self.source, what, f"expected JSON, got {clip(content_type, 100)} that does not parse ({exc})"
             ) from None
         except MemoryError:
             del body
@@ -566,56 +408,87 @@ class ApiClient:
         self, url: str, what: str, params: t.Any, form: t.Any, headers: dict[str, str]
     ) -> tuple[requests.Response, bytearray]:
         """One request and its whole body, within the response deadline and the size cap."""
-        timer = _Deadline(self.read_timeout, self.connect_timeout)
-        _current.timer = timer
+        timer = Deadline(self.read_timeout, self.connect_timeout)
         try:
-            try:
+            with armed(timer):
                 response = self.session.request(
                     "POST" if form is not None else "GET",
                     url,
                     params=params,
                     data=form,
                     headers=headers,
-                    auth=_NO_NETRC,
+                    auth=NO_NETRC,
                     timeout=self.timeout,
                     stream=True,
                     allow_redirects=False,  # a redirect would carry the credentials to its target
                 )
-            finally:
-                _current.timer = None
             return response, self._read_body(response, what, timer)
         except TapJobResultsError:
             raise
         except MemoryError:
             raise self._out_of_memory(what, "reading the response") from None
         except Exception as exc:
-            if timer.overdue() or _caused_by(exc, (urllib3.exceptions.ReadTimeoutError, requests.ReadTimeout)):
-                message = f"timed out after {self.read_timeout:g} s (read_timeout)"
-                raise Retry(ApiError(self.source, what, message=message, retryable=True)) from None
-            if isinstance(exc, requests.ConnectTimeout):
-                message = (
-                    f"{self.setting} {self.base_url}: timed out connecting after {self.connect_timeout:g} s "
-                    "(connect_timeout)"
-                )
-                raise Retry(ApiError(self.source, what, message=message, retryable=True)) from None
-            if isinstance(exc, requests.ConnectionError) and (reason := _unreachable_reason(exc)):
-                message = f"{self.setting} {self.base_url}: {reason}"
-                error = ApiError(self.source, what, message=message, retryable=True)
-                raise Retry(error, unreachable=True) from None
-            if isinstance(exc, TRANSIENT_EXCEPTIONS):
-                raise Retry(ApiError(self.source, what, message=_describe_network_error(exc), retryable=True)) from None
-            if isinstance(exc, requests.exceptions.ContentDecodingError):
-                encoding = _clip(str(getattr(exc.response, "headers", {}).get("Content-Encoding", "?")), 50)
-                raise ApiError(
-                    self.source, what, message=f"the response body does not decompress (Content-Encoding {encoding})"
-                ) from None
-            if isinstance(exc, requests.RequestException):  # e.g. InvalidHeader: its text would quote the header
-                raise ApiError(self.source, what, message=f"request could not be sent ({type(exc).__name__})") from None
-            raise
+            error = self._network_error(exc, what, timer)
+            if error is None:
+                raise
+            raise error from None
         finally:
-            _WATCHDOG.disarm(timer)
+            WATCHDOG.disarm(timer)
 
-    def _read_body(self, response: requests.Response, what: str, timer: _Deadline) -> bytearray:
+    def _network_error(self, exc: Exception, what: str, timer: Deadline) -> Exception | None:
+        """What the network stack raised, as a named error (or a Retry of one); None for what is
+        not a network error at all (a bug: the caller re-raises it). Never raises itself: whatever
+        the exception graph holds (strings where exceptions are expected, cycles, properties that
+        raise), the description falls back to the exception's type."""
+        try:
+            return self._describe(exc, what, timer)
+        except Exception:
+            return ApiError(self.source, what, message=f"request failed ({type(exc).__name__})")
+
+    def _describe(self, exc: Exception, what: str, timer: Deadline) -> Exception | None:
+        where = f"{self.setting} {safe_url(self.base_url)}"
+        if timer.overdue() or _caused_by(exc, (urllib3.exceptions.ReadTimeoutError, requests.ReadTimeout)):
+            message = f"timed out after {self.read_timeout:g} s (read_timeout)"
+            return Retry(ApiError(self.source, what, message=message, retryable=True))
+        if isinstance(exc, requests.ConnectTimeout):
+            message = f"{where}: timed out connecting after {self.connect_timeout:g} s (connect_timeout)"
+            return Retry(ApiError(self.source, what, message=message, retryable=True))
+        if problem := _tls_problem(exc):
+            return TlsError(
+                self.source,
+                what,
+                message=(
+                    f"{where}: TLS failed: {problem}; nothing was sent. If the certificate is signed by a private "
+                    f"CA (a corporate proxy), point REQUESTS_CA_BUNDLE at that CA's bundle; {self.source} stops "
+                    "for this run"
+                ),
+            )
+        if _caused_by(exc, (UnicodeError,)):
+            error = ApiError(
+                self.source,
+                what,
+                message=(
+                    "the request could not be encoded: a credential or header value holds a character that "
+                    "HTTP headers cannot carry (outside Latin-1); check the source's key or token"
+                ),
+            )
+            error.source_wide = True  # the same for every request of the source
+            return error
+        if isinstance(exc, requests.ConnectionError) and (reason := _unreachable_reason(exc)):
+            error = ApiError(self.source, what, message=f"{where}: {reason}", retryable=True)
+            return Retry(error, unreachable=True)
+        if isinstance(exc, TRANSIENT_EXCEPTIONS):
+            return Retry(ApiError(self.source, what, message=_describe_network_error(exc), retryable=True))
+        if isinstance(exc, requests.exceptions.ContentDecodingError):
+            encoding = clip(str(getattr(exc.response, "headers", {}).get("Content-Encoding", "?")), 50)
+            return ApiError(
+                self.source, what, message=f"the response body does not decompress (Content-Encoding {encoding})"
+            )
+        if isinstance(exc, requests.RequestException):  # e.g. InvalidHeader: its text would quote the header
+            return ApiError(self.source, what, message=f"request could not be sent ({type(exc).__name__})")
+        return None
+
+    def _read_body(self, response: requests.Response, what: str, timer: Deadline) -> bytearray:
         """The body in one growing buffer: `response.content` joins chunks into a second copy, which
         for a job payload of hundreds of MB doubles the peak. msgspec decodes the buffer in place and
         its Raw slices keep referring to it, so a job costs about its body's size in memory.
@@ -635,9 +508,9 @@ class ApiClient:
                     raise self._too_large(what)
                 body += chunk
                 if timer.overdue():
-                    raise _Overdue
+                    raise Overdue
             if timer.fired:  # cut at its deadline: what arrived (headers, an "end" of body) is not the response
-                raise _Overdue
+                raise Overdue
         except MemoryError:
             got = len(body)
             del body
@@ -687,14 +560,20 @@ class ApiClient:
             body = None
         code, message, retryable_flag, body_request_id = _error_fields(body)
         if message is None and body is None:
-            message = _clip(response.reason, 300) if response.reason else None
+            message = clip(response.reason, 300) if response.reason else None
         header_id = response.headers.get("x-request-id") or response.headers.get("request-id")
-        request_id = _clip(header_id, 100) if header_id else body_request_id
+        request_id = clip(header_id, 100) if header_id else body_request_id
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if retry_after is None and self.honour_reset_header and status == 429:
-            retry_after = parse_reset(response.headers.get("X-RateLimit-Reset"))
+        if self.honour_reset_header and status == 429:
+            # Talonic's quota resets at X-RateLimit-Reset (a daily quota: the next UTC midnight); a
+            # Retry-After sooner than that would only meet the same refusal: the later one counts.
+            reset = parse_reset(response.headers.get("X-RateLimit-Reset"))
+            if reset is not None and (retry_after is None or reset > retry_after):
+                retry_after = reset
         auto_retryable = response.headers.get("cdf-is-auto-retryable", "").lower() == "true"
         retryable = (status in RETRY_STATUSES or auto_retryable) and retryable_flag is not False
+        if retryable and retry_after is not None and retry_after > self.max_retry_wait:
+            return self._rate_limited(status, what, retry_after, code, message, request_id)
         kind = AuthError if status in (401, 403) else NotFoundError if status == 404 else ApiError
         error = kind(
             self.source,
@@ -707,6 +586,34 @@ class ApiClient:
             retry_after=retry_after,
         )
         return Retry(error, retry_after) if retryable else error
+
+    def _rate_limited(
+        self, status: int, what: str, wait: float, code: str | None, vendor: str | None, request_id: str | None
+    ) -> RateLimited:
+        """The server asks for a wait beyond max_retry_wait: no job of this source can be fetched
+        before then, so the source stops now instead of retrying every job at the cap."""
+        try:
+            until = datetime.fromtimestamp(time.time() + wait, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (OverflowError, ValueError, OSError):
+            until = "a time beyond year 9999"
+        state = "rate limited" if status == 429 else "unavailable"
+        message = (
+            f"{state} until {until} (the server asks for a wait of {_duration(wait)}, beyond max_retry_wait "
+            f"{self.max_retry_wait:g} s); {self.source} stops for this run, its pending jobs are fetched next run"
+        )
+        if vendor:
+            message += f" (server: {vendor})"
+        return RateLimited(self.source, what, status=status, code=code, message=message, request_id=request_id)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 1e9:
+        return f"{seconds / 3600:.1f} h"
+    return "forever"
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -728,21 +635,128 @@ def _host_port(url: str) -> str:
         port = None
     host = parts.hostname or "?"
     text = f"{parts.scheme}://{host}:{port}" if port else f"{parts.scheme}://{host}"
-    return _clip(text, 200)
+    return clip(text, 200)
 
 
 def _chain(exc: BaseException) -> t.Iterator[BaseException]:
-    """An exception, what it wraps (requests -> urllib3 -> socket), and its causes."""
+    """An exception, what it wraps (requests -> urllib3 -> socket), and its causes.
+
+    Only exceptions are followed: `.reason` is a string on ssl.SSLError and UnicodeError, and
+    `.args` may hold anything. Bounded, and safe from cycles and from attributes that raise."""
     seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
+    todo: list[t.Any] = [exc]
+    while todo and len(seen) < 50:
         item = todo.pop()
-        if item is None or id(item) in seen or len(seen) > 20:
+        if not isinstance(item, BaseException) or id(item) in seen:
             continue
         seen.add(id(item))
         yield item
-        todo += [item.__cause__, item.__context__, getattr(item, "reason", None)]
-        todo += [arg for arg in item.args if isinstance(arg, BaseException)]
+        for name in ("__cause__", "__context__", "reason"):
+            with contextlib.suppress(Exception):  # a property that raises: nothing to follow there
+                todo.append(getattr(item, name, None))
+        with contextlib.suppress(Exception):
+            todo += [arg for arg in tuple(item.args) if isinstance(arg, BaseException)]
+
+
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL", "HTTP_REQUEST"})
+
+
+def _tls_problem(exc: BaseException) -> str | None:
+    """Why a TLS handshake failed, if it did and it will fail the same way again (a certificate
+    not trusted, expired or for another host; a plain-HTTP port): retrying cannot help."""
+    for item in _chain(exc):
+        if isinstance(item, ssl.SSLCertVerificationError):
+            detail = getattr(item, "verify_message", None) or getattr(item, "reason", None) or "not trusted"
+            return f"the server's certificate was refused ({escape(str(detail))[:200]})"
+        if isinstance(item, ssl.CertificateError):
+            return f"the server's certificate was refused ({escape(str(item))[:200]})"
+        if isinstance(item, ssl.SSLError) and str(getattr(item, "reason", "")) in _NOT_TLS:
+            return "the server did not answer with TLS (is it a plain http:// port?)"
+    return None
+
+
+def _path_changes(url: str) -> str | None:
+    """Why a request URL would not reach the path it was built with, or None.
+
+    urllib3 removes dot segments ('/jobs/../results' is sent as '/results'), and servers and
+    proxies may decode '%2e' or '%2f' before routing: a path with such a segment is never sent."""
+    try:
+        path = urlsplit(url).path
+        normalised = urllib3.util.parse_url(url).path or ""
+    except ValueError:
+        return "the URL does not parse"
+    if normalised != path:
+        return "its path changes when normalised (a dot segment)"
+    for segment in path.split("/"):
+        decoded = unquote(unquote(segment))
+        if decoded in (".", "..") or "/" in decoded or "\\" in decoded or _has_control(decoded):
+            return "a path segment is not one plain segment (dot segment, encoded slash or control character)"
+    return None
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in text)
+
+
+def _kind_of(url: str) -> str:
+    return "results" if urlsplit(url).path.rstrip("/").endswith("/results") else "job"
+
+
+def flush_request_metrics() -> None:
+    """Log the request metrics of every client counted since their last report."""
+    for stats in list(_ALL_STATS):
+        stats.flush()
+
+
+class RequestStats:
+    """Per endpoint kind (listing, job, results, token): requests made, by outcome, and their time.
+
+    Reported in the SDK's METRIC form (singer_sdk.metrics, as RESTStream does): one
+    `http_request_duration` timer and one `http_request_count` counter per kind and outcome, at
+    most once a minute and at the end of the source's sync, so a slow vendor shows without a log
+    line per request; each request's own timer goes to DEBUG."""
+
+    INTERVAL = 60.0
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._lock = threading.Lock()
+        self._totals: dict[tuple[str, str], list[float]] = {}  # (kind, status) -> [count, seconds, max]
+        self._last = time.monotonic()
+        self._log = metrics.get_metrics_logger()
+        _ALL_STATS.add(self)
+
+    def add(self, kind: str, seconds: float, status: int | None) -> None:
+        outcome = metrics.Status.SUCCEEDED.value if status is not None and status < 400 else metrics.Status.FAILED.value
+        with self._lock:
+            entry = self._totals.setdefault((kind, outcome), [0, 0.0, 0.0])
+            entry[0] += 1
+            entry[1] += seconds
+            entry[2] = max(entry[2], seconds)
+            due = time.monotonic() - self._last >= self.INTERVAL
+        if self._log.isEnabledFor(logging.DEBUG):
+            tags = {**self._tags(kind, outcome), metrics.Tag.HTTP_STATUS_CODE: status}
+            point = metrics.Point("timer", metrics.Metric.HTTP_REQUEST_DURATION, round(seconds, 6), tags)
+            self._log.debug("METRIC: %s", point)
+        if due:
+            self.flush()
+
+    def _tags(self, kind: str, outcome: str) -> dict[str, t.Any]:
+        return {metrics.Tag.STREAM: self.source, metrics.Tag.ENDPOINT: kind, metrics.Tag.STATUS: outcome}
+
+    def flush(self) -> None:
+        """Log what was counted since the last flush (nothing when no request was made)."""
+        with self._lock:
+            totals, self._totals = self._totals, {}
+            self._last = time.monotonic()
+        for (kind, outcome), (count, seconds, longest) in sorted(totals.items()):
+            tags = self._tags(kind, outcome)
+            timer_tags = {**tags, "requests": int(count), "mean_seconds": round(seconds / count, 6)}
+            timer_tags["max_seconds"] = round(longest, 6)
+            metrics.log(
+                self._log, metrics.Point("timer", metrics.Metric.HTTP_REQUEST_DURATION, round(seconds, 6), timer_tags)
+            )
+            metrics.log(self._log, metrics.Point("counter", metrics.Metric.HTTP_REQUEST_COUNT, int(count), tags))
 
 
 def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
