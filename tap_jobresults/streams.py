@@ -60,12 +60,11 @@ class _JobResultsStream(Stream):
         """The bookmark is the job lifecycle's (lifecycle.Bookmark), not a replication key value."""
 
     def _write_state_message(self) -> None:
-        # `--test` syncs one record per stream: a STATE from it could bookmark a job whose records
-        # were not all written, so test mode writes none.
-        if not sdk_hooks.is_dry_run(self):
-            super()._write_state_message()
-        else:
-            sdk_hooks.flush_output(self)
+        # Also under a record limit (`--test`, the SDK's standard tests): the SDK stops before writing
+        # the record over the limit, and a job is bookmarked only after its records were all written,
+        # so the STATE holds what was fully emitted (or the input bookmark). No result-stream limit
+        # applies outside BATCH output, where bookmarks are committed only at the end of a partition.
+        super()._write_state_message()
 
     def _write_record_message(self, record: Record) -> None:
         if not sdk_hooks.write_one_fast(self, record):
@@ -115,10 +114,13 @@ class JobStream(_JobResultsStream):
                 run.failed_source(exc)
                 return
             for stale in set(partitions_state) - set(partitions):
-                # A pipeline no longer configured or listed: forget it, so state stays bounded.
-                del partitions_state[stale]
+                # A pipeline no longer configured or listed: forget it, so state stays bounded (null, not
+                # removed: Meltano's merge would bring a removed key back from an older state).
+                partitions_state[stale] = None
             for partition in partitions:
-                bookmark = source.bookmark(partitions_state.setdefault(partition, {}))
+                if partitions_state.get(partition) is None:
+                    partitions_state[partition] = {}
+                bookmark = source.bookmark(partitions_state[partition])
                 if not (yield from self._sync_partition(source, partition, bookmark, selected, run)):
                     return
         finally:
@@ -146,7 +148,7 @@ class JobStream(_JobResultsStream):
             return True
         run.listed(len(refs))
         logger.info("%s: %d jobs to sync (new, late or unfinished)", where, len(refs))
-        not_yet = set(bookmark.state.get("backfill", {}).get("streams", []))
+        not_yet = set((bookmark.state.get("backfill") or {}).get("streams", []))
         bookmark.state["results"] = sorted({rs.name for rs in selected} - not_yet)
         fetched = self.fetcher.map(lambda ref: source.fetch(partition, ref, bool(selected)), refs)
         deferred: list[t.Callable[[], None]] = []
@@ -214,7 +216,8 @@ class JobStream(_JobResultsStream):
         except TapJobResultsError as exc:
             self.failures.add(f"{exc}; backfill of {names} for {where} is retried next run")
             return not getattr(exc, "source_wide", False)
-        state = bookmark.state.setdefault("backfill", {"streams": sorted(s.name for s in streams)})
+        state = bookmark.state.get("backfill") or {"streams": sorted(s.name for s in streams), "through": None}
+        bookmark.state["backfill"] = state
         through = state.get("through")
         refs = [ref for ref in refs if through is None or ref.key.as_list() > through]
         failed = False
@@ -230,7 +233,7 @@ class JobStream(_JobResultsStream):
             state["through"] = ref.key.as_list()
             self._maybe_write_state(bookmark)
         if not failed:
-            bookmark.state.pop("backfill", None)
+            bookmark.state["backfill"] = None  # not removed: see the bookmark format in lifecycle.py
             bookmark.state["results"] = sorted({*bookmark.state.get("results", []), *(s.name for s in streams)})
             logger.info("%s: backfill of %s done (%d jobs)", where, names, len(refs))
         yield from ()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TAP, parse_messages, populate, run_tap, tap_env
+from tap_jobresults import state as state_format
+from tests.conftest import DATA_STREAMS, TAP, parse_messages, populate, run_tap, tap_env
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -41,9 +42,15 @@ def test_a_state_file_that_is_not_json_is_refused_before_any_record(apis):
     ("bookmark", "path"),
     [
         ({"hwm": 5, "pending": {}}, "bookmarks.extraction_jobs.job_bookmarks.all.hwm: expected [created, id]"),
-        ({"pending": ["a", "b"]}, "bookmarks.extraction_jobs.job_bookmarks.all.pending: expected an object"),
+        ({"pending": ["a", "b"]}, "bookmarks.extraction_jobs.job_bookmarks.all.pending[0]: expected [job ID, string]"),
+        ({"pending": {"a": "b"}}, "bookmarks.extraction_jobs.job_bookmarks.all.pending.a: 'b' is not a timestamp"),
+        ({"seen": 7}, "bookmarks.extraction_jobs.job_bookmarks.all.seen: expected a list of [job ID, string] pairs"),
+        (
+            {"seen": [["a", "2025-01-01T00:00:00Z"], ["a", "2025-01-02T00:00:00Z"]]},
+            'bookmarks.extraction_jobs.job_bookmarks.all.seen[1]: job ID "a" is listed twice',
+        ),
         ("all of it", "bookmarks.extraction_jobs.job_bookmarks.all: expected an object"),
-        ({"seen": {"a": 1}}, "bookmarks.extraction_jobs.job_bookmarks.all.seen: expected an object of job ID"),
+        ({"seen": {"a": 1}}, "bookmarks.extraction_jobs.job_bookmarks.all.seen.a: expected a string, got 1"),
     ],
 )
 def test_a_bookmark_of_the_wrong_shape_is_refused_by_its_path(apis, bookmark, path):
@@ -95,26 +102,30 @@ def test_state_written_by_the_previous_release_is_read_without_resyncing(apis):
     from_old = run_tap(config, state=old, check=True)
     from_new = run_tap(config, state=first.state, check=True)
     assert from_old.counts() == from_new.counts()
-    assert from_old.state["format_version"] == 2
+    assert from_old.state["format_version"] == state_format.FORMAT_VERSION
 
 
-def test_test_mode_writes_no_state(apis):
-    populate(apis)
-    run = run_tap(apis.config(), args=["--test"])
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert [m for m in run.messages if m["type"] == "RECORD"]
-    assert not [m for m in run.messages if m["type"] == "STATE"]
-
-
-def test_a_state_after_test_mode_loses_nothing(apis):
-    """The bug this guards against: `--test` bookmarked a job after one of its results."""
+def test_test_mode_state_holds_only_what_it_fully_emitted_and_loses_nothing(apis):
+    """`--test` syncs one job record per stream, then stops: its STATE bookmarks the jobs whose records it
+    wrote whole (result records first, the job's own last), so resuming from it loses nothing.
+    The bug this guards against: `--test` bookmarked a job after one of its results."""
     populate(apis, unfinished=False)
+    for _ in range(3):
+        apis.clavata.add_job(results=4)
+        apis.talonic.add_job(rows=4)
     config = apis.config()
     probe = run_tap(config, args=["--test"])
+    assert probe.returncode == 0, probe.stderr[-2000:]
     states = [m["value"] for m in parse_messages(probe.stdout) if m["type"] == "STATE"]
-    full = run_tap(config, state=states[-1] if states else None, check=True)
+    assert states and states[-1]["format_version"] == state_format.FORMAT_VERSION
+    assert len(probe.records("clavata_jobs")) == 1  # stopped after one record of the stream
+    resumed = run_tap(config, state=states[-1], check=True)
     reference = run_tap(config, check=True)
-    assert full.counts() == reference.counts()
+    for stream in DATA_STREAMS:
+        assert set(reference.keys(stream)) == set(probe.keys(stream)) | set(resumed.keys(stream)), stream
+    # Only what was not emitted whole comes again: at most one job per job stream (the one in flight).
+    assert sum(resumed.counts().values()) < sum(reference.counts().values())
+    assert len(resumed.records("clavata_jobs")) >= len(reference.records("clavata_jobs")) - 1
 
 
 def test_hand_written_timestamps_in_a_bookmark_are_read_in_the_tap_s_own_form(apis):
