@@ -329,8 +329,8 @@ MUTATIONS: list[Mutation] = [
     ),
     m(
         "state.py",
-        '            _check_bookmark(bookmark, f"{path}.job_bookmarks.{partition}")',
-        "            pass",
+        "    if not isinstance(bookmark, dict):\n        raise StateError",
+        "    if False:\n        raise StateError",
         f"{INPUT}::test_a_bookmark_of_the_wrong_shape_is_refused_by_its_path",
         "a state of the wrong shape is refused before any record",
     ),
