@@ -24,7 +24,7 @@ else:
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "hub" / "tap-jobresults.yml"
-FROM_PROJECT = ("name", "namespace", "label", "description", "executable", "capabilities")
+FROM_PROJECT = ("name", "namespace", "label", "description")
 FROM_PROJECT_AFTER = ("settings_group_validation", "settings", "select")
 
 
@@ -33,7 +33,9 @@ def definition() -> dict:
     (tap,) = [p for p in project["plugins"]["extractors"] if p["name"] == "tap-jobresults"]
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     urls = meta["urls"]
-    python_versions = [c.rsplit(" :: ", 1)[1] for c in meta["classifiers"] if c.startswith("Programming Language :: Python :: 3.")]
+    python_versions = [
+        c.rsplit(" :: ", 1)[1] for c in meta["classifiers"] if c.startswith("Programming Language :: Python :: 3.")
+    ]
     out: dict = {key: tap[key] for key in FROM_PROJECT[:2]}
     out["variant"] = urls["Repository"].rstrip("/").split("/")[-2]
     out.update({key: tap[key] for key in FROM_PROJECT[2:4]})
@@ -41,7 +43,8 @@ def definition() -> dict:
         {
             "repo": urls["Repository"],
             "docs": urls["Documentation"],
-            "logo_url": urls["Logo"],
+            # Where the Hub serves the logo its pull request adds (assets/logos/extractors/<variant>.png).
+            "logo_url": f"https://hub.meltano.com/assets/logos/extractors/{out['variant']}.png",
             "domain_url": "https://www.cognite.com/en/product/cognite-data-fusion",
             "pip_url": meta["name"],
             "executable": tap["executable"],

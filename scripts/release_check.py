@@ -19,7 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "tap_jobresults"
 # Never shipped: tests and their fixtures, the Meltano/dbt project files, dbt's generated user file.
-FORBIDDEN = re.compile(r"(^|/)(tests|transform|orchestrate|benchmarks|scripts|\.github|\.ci)/|(^|/)\.user\.yml$|meltano[^/]*\.yml$")
+FORBIDDEN = re.compile(
+    r"(^|/)(tests|transform|orchestrate|benchmarks|scripts|\.github|\.ci)/|(^|/)\.user\.yml$|meltano[^/]*\.yml$"
+)
 REQUIRED_DEPENDENCIES = ("urllib3<3,>=2", "singer-sdk[msgspec]~=0.54.9")
 
 
@@ -76,7 +78,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         clone, dist = Path(tmp) / "clone", Path(tmp) / "dist"
         subprocess.run(["git", "clone", "--quiet", "--no-local", str(ROOT), str(clone)], check=True)
-        subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(clone)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "build", "--outdir", str(dist), str(clone)], check=True, stdout=subprocess.DEVNULL
+        )
         artifacts = sorted(dist.iterdir())
         subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *map(str, artifacts)], check=True)
         wheels = [a for a in artifacts if a.suffix == ".whl"]
