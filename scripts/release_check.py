@@ -2,13 +2,14 @@
 
 From a clean clone of HEAD (tracked files only: nothing from the working tree, no generated dbt file):
 `python -m build`, `twine check --strict`, then the contents of each artifact. Prints what was built;
-exits 1 naming every problem. Run with the release tools' Python (.venv-release, `--group release`).
+exits 1 naming every problem. Run with the release tools' Python (.venv-release, `--group release`); `--keep DIR` copies the artifacts there.
 """
 
 from __future__ import annotations
 
 import email.parser
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -75,6 +76,7 @@ def inspect_sdist(path: Path, problems: list[str]) -> None:
 
 def main() -> int:
     problems: list[str] = []
+    keep = Path(sys.argv[sys.argv.index("--keep") + 1]) if "--keep" in sys.argv else None
     with tempfile.TemporaryDirectory() as tmp:
         clone, dist = Path(tmp) / "clone", Path(tmp) / "dist"
         subprocess.run(["git", "clone", "--quiet", "--no-local", str(ROOT), str(clone)], check=True)
@@ -91,6 +93,10 @@ def main() -> int:
         for sdist in sdists:
             inspect_sdist(sdist, problems)
         print(f"built {', '.join(a.name for a in artifacts)} (version {version})")
+        if keep is not None:  # the release workflow publishes exactly what was inspected
+            keep.mkdir(parents=True, exist_ok=True)
+            for artifact in artifacts:
+                shutil.copy(artifact, keep / artifact.name)
     for problem in problems:
         print(f"release check: {problem}", file=sys.stderr)
     return 1 if problems else 0

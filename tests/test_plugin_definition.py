@@ -168,6 +168,7 @@ def _meltano_site() -> Path:
     return sites[-1]
 
 
+@pytest.mark.slow  # needs Meltano's virtualenv (`make test` builds it)
 @pytest.mark.parametrize("name", ["meltano.yml", "meltano-shards.yml"])
 def test_meltano_files_are_valid_against_the_installed_meltano_s_own_schema(name):
     """Meltano 4.4.1's meltano.schema.json (draft 2020-12, `unevaluatedProperties`): no key it does not know,
