@@ -272,3 +272,55 @@ def test_generated_run_sequences_merge_to_the_later_state(meltano_merge, runs, c
             assert meaning(meltano_merge(earlier, later)) == meaning(later), (earlier, later)
         if i:  # and the previous release's form of the older one
             assert meaning(meltano_merge(as_format_2(states[i - 1]), later)) == meaning(later)
+
+
+# -- generated sequences of real runs ----------------------------------------------------------------------
+
+a_step = st.fixed_dictionaries(
+    {
+        "new_finished": st.integers(0, 3),
+        "new_running": st.integers(0, 2),
+        "finish": st.booleans(),
+        "run": st.sampled_from(["whole", "test", "full-refresh"]),
+    }
+)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(a_step, min_size=2, max_size=3))
+def test_generated_sequences_of_real_runs_merge_to_the_later_state(meltano_merge, steps):
+    """Real runs of the tap (whole, `--test`, a full refresh from no state) over a changing world: every STATE
+    merged onto the state before it reads as itself, and a run from the last merge emits what a run from the
+    later state emits."""
+    from tests.fakeapi import FakeAPIs
+
+    with FakeAPIs() as apis:
+        config = apis.config(sources=("clavata", "talonic", "cognite"))
+        pid = apis.cognite.add_pipeline()
+        states: list[dict] = []
+        last: dict | None = None
+        for step in steps:
+            for _ in range(step["new_finished"]):
+                apis.clavata.add_job(results=1)
+                apis.talonic.add_job(rows=1)
+                apis.cognite.add_run(pid, matches=1)
+            for _ in range(step["new_running"]):
+                apis.clavata.add_job(status="JOB_STATUS_RUNNING", results=1)
+                apis.talonic.add_job(status="processing", rows=1)
+                apis.cognite.add_run(pid, status="Queued")
+            if step["finish"]:
+                apis.clavata.finish_all()
+                apis.talonic.finish_all()
+                apis.cognite.finish_all()
+            args = ["--test"] if step["run"] == "test" else []
+            start = None if step["run"] == "full-refresh" else last
+            run = run_tap(config, state=start, args=args)
+            assert run.returncode == 0, run.stderr[-2000:]
+            for state in run.states:
+                if states:
+                    assert meaning(meltano_merge(states[-1], state)) == meaning(state)
+                states.append(state)
+            if run.state is not None and step["run"] != "test":
+                previous, last = last, run.state
+                if previous is not None:
+                    assert_resumes_alike(config, meltano_merge(previous, last), last)
