@@ -254,11 +254,11 @@ def test_a_record_limited_stream_writes_state_like_any_other(tap, capsysbinary) 
     """`--test` and the SDK's standard tests set ABORT_AT_RECORD_COUNT; the STATE then holds what was fully
     emitted (see tests/test_core.py), so it is written as in any run."""
     stream = tap.streams["extraction_jobs"]
-    for limit in (1, None):
-        stream.ABORT_AT_RECORD_COUNT = limit
-        stream.state_manager.is_flushed = False
-        stream._write_state_message()
-        assert [m["type"] for m in read(tap, capsysbinary)] == ["STATE"]
+    stream.ABORT_AT_RECORD_COUNT = 1
+    stream.state_manager.is_flushed = False
+    stream._write_state_message()
+    assert [m["type"] for m in read(tap, capsysbinary)] == ["STATE"]
+    stream.ABORT_AT_RECORD_COUNT = None
 
 
 def test_same_record_transform_is_the_identity_without_stream_maps(tap) -> None:
