@@ -4,12 +4,13 @@ VENV   ?= .venv
 LOADER_VENV ?= .venv-target-duckdb
 BIN    := $(VENV)/bin
 
-.PHONY: demo demo-postgres test mutations install bench lint lock readme-settings clean
+.PHONY: demo demo-postgres test mutations install bench lint lock readme-settings release-check clean
 
+# The development tools are PEP 735 dependency groups (pyproject.toml), which pip installs from 25.1 on.
 $(BIN)/tap-jobresults: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet --upgrade 'pip>=25.1'
+	$(BIN)/pip install --quiet -c constraints.txt -e . --group dev
 	touch $@
 
 install: $(BIN)/tap-jobresults
@@ -69,7 +70,7 @@ mutations: install
 bench: install
 	$(BIN)/python -m benchmarks
 
-# ruff and mypy are pinned in the test extra and constraints.txt; .ci/run runs this too.
+# ruff and mypy are pinned in the `lint` dependency group and constraints.txt; .ci/run runs this too.
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy tap_jobresults
 
@@ -83,5 +84,16 @@ lock:
 readme-settings: install
 	$(BIN)/python scripts/readme_settings.py
 
+# What the release workflow (.github/workflows/release.yml) builds and inspects, locally: wheel and sdist
+# from a clean clone of HEAD (tracked files only), `twine check`, and their contents (scripts/release_check.py:
+# the package, its schemas and py.typed in; no tests, no dbt or Meltano project files). .ci/run runs it.
+.venv-release/bin/twine:
+	$(PYTHON) -m venv .venv-release
+	.venv-release/bin/pip install --quiet --upgrade 'pip>=25.1'
+	.venv-release/bin/pip install --quiet --group release
+
+release-check: .venv-release/bin/twine
+	.venv-release/bin/python scripts/release_check.py
+
 clean:
-	rm -rf $(VENV) $(LOADER_VENV) .venv-target-postgres .venv-meltano .venv-target-snowflake .venv-dagster .venv-py3.* $(DBT_VENV) .meltano output .pytest_cache transform/target transform/logs
+	rm -rf $(VENV) .venv-release $(LOADER_VENV) .venv-target-postgres .venv-meltano .venv-target-snowflake .venv-dagster .venv-py3.* $(DBT_VENV) .meltano output .pytest_cache transform/target transform/logs

@@ -64,19 +64,20 @@ def render(count: int, loader: str = "target-postgres", interval: str = "@hourly
         "plugins:",
         "  extractors:",
     ]
+    # Indented as Meltano writes YAML (`meltano config set` on a shard then changes only the lines it sets).
     for i in range(count):
         lines += [
-            f"    - name: {plugin_name(i)}",
-            f"      inherit_from: {PARENT}",
-            "      config:",
-            f"        shard: {{index: {i}, count: {count}}}",
+            f"  - name: {plugin_name(i)}",
+            f"    inherit_from: {PARENT}",
+            "    config:",
+            f"      shard: {{index: {i}, count: {count}}}",
         ]
     lines.append("jobs:")
     for i in range(count):
-        lines += [f"  - name: {job_name(i)}", "    tasks:", f"      - {plugin_name(i)} {loader}"]
+        lines += [f"- name: {job_name(i)}", "  tasks:", f"  - {plugin_name(i)} {loader}"]
     lines.append("schedules:")
     for i in range(count):
-        lines += [f"  - name: {job_name(i)}-hourly", f'    interval: "{interval}"', f"    job: {job_name(i)}"]
+        lines += [f"- name: {job_name(i)}-hourly", f"  interval: '{interval}'", f"  job: {job_name(i)}"]
     return "\n".join(lines) + "\n"
 
 

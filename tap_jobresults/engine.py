@@ -440,7 +440,7 @@ class SourceRunner:
         names = {rs.name for rs in self.selected}
 
         def mark_results() -> None:
-            not_yet = set(bookmark.state.get("backfill", {}).get("streams", []))
+            not_yet = set((bookmark.state.get("backfill") or {}).get("streams", []))
             bookmark.state["results"] = sorted(names - not_yet)
 
         self.call(mark_results)
@@ -578,7 +578,8 @@ class SourceRunner:
             return not getattr(exc, "source_wide", False)
 
         def open_backfill() -> tuple[dict, list | None]:
-            state = bookmark.state.setdefault("backfill", {"streams": sorted(s.name for s in streams)})
+            state = bookmark.state.get("backfill") or {"streams": sorted(s.name for s in streams), "through": None}
+            bookmark.state["backfill"] = state
             return state, state.get("through")
 
         state, through = self.call(open_backfill)
@@ -596,7 +597,7 @@ class SourceRunner:
             self.post(unit)
 
         def close_backfill() -> None:
-            bookmark.state.pop("backfill", None)
+            bookmark.state["backfill"] = None  # not removed: see the bookmark format in lifecycle.py
             bookmark.state["results"] = sorted({*bookmark.state.get("results", []), *(s.name for s in streams)})
             logger.info("%s: backfill of %s done (%d jobs)", where, names, len(refs))
 

@@ -7,8 +7,8 @@ the bookmark that makes the next run incremental.
 
 The bookmark of a partition (a source, or one CDF pipeline) is
 
-    {"hwm": [created, id], "floor": [created, id], "pending": {id: created},
-     "seen": {id: created}, "results": [result streams]}
+    {"hwm": [created, id], "floor": [created, id], "pending": [[id, created], ...],
+     "seen": [[id, created], ...], "results": [result streams], "backfill": null}
 
 - `floor`: every job at or below it was synced in its final state, or is in `pending`.
 - `seen`: the finished jobs synced above the floor. A job above the floor that is neither seen nor
@@ -22,6 +22,13 @@ The bookmark of a partition (a source, or one CDF pipeline) is
 - `results`: the result streams selected when the jobs were bookmarked (a newly selected one is
   backfilled from the jobs already synced).
 
+Survives Meltano's state merges (format 3): Meltano may deep-merge an older state of this tap under
+a newer one (`meltano.core.utils.merge`: objects unioned key by key, lists and scalars replaced), so
+a key that the newer state no longer has would come back from the older one. Hence every collection
+keyed by job ID is a list of pairs (replaced whole by the newer state), and no key of a bookmark is
+ever removed: an empty one is written as null or []. The merge of two states of this tap is then the
+later state.
+
 Jobs are processed in ascending (created, id) order and the bookmark is advanced only after a job's
 records are written, so a STATE message emitted at any point is a correct resume point.
 """
@@ -29,6 +36,7 @@ records are written, so a STATE message emitted at any point is a correct resume
 from __future__ import annotations
 
 import collections
+import collections.abc
 import dataclasses
 import hashlib
 import logging
@@ -165,18 +173,78 @@ def shift(created: str, seconds: float) -> str:
     return moved.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class JobMap(collections.abc.MutableMapping[str, str]):
+    """Job ID -> value, stored in the state as a list of [id, value] pairs (kept in place).
+
+    Meltano's merge replaces lists whole, where it would union objects key by key: a job removed
+    from `pending` since the older state stays removed. Removal swaps the last pair into the gap,
+    so every operation is O(1) whatever the size; `rebuild` sorts (once per run, in close()).
+    """
+
+    def __init__(self, pairs: list) -> None:
+        self._pairs = pairs
+        self._index = {pair[0]: i for i, pair in enumerate(pairs)}
+
+    @staticmethod
+    def stored(value: t.Any) -> list:
+        """The stored form of a collection read from a state: format 2's {id: value} objects become pairs."""
+        if isinstance(value, dict):
+            return [[job_id, item] for job_id, item in value.items()]
+        return value if isinstance(value, list) else []
+
+    def __getitem__(self, job_id: str) -> str:
+        return self._pairs[self._index[job_id]][1]
+
+    def __setitem__(self, job_id: str, value: str) -> None:
+        at = self._index.get(job_id)
+        if at is None:
+            self._index[job_id] = len(self._pairs)
+            self._pairs.append([job_id, value])
+        else:
+            self._pairs[at] = [job_id, value]
+
+    def __delitem__(self, job_id: str) -> None:
+        at = self._index.pop(job_id)
+        last = self._pairs.pop()
+        if at < len(self._pairs):
+            self._pairs[at] = last
+            self._index[last[0]] = at
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._index
+
+    def __iter__(self) -> t.Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def items(self) -> t.ItemsView[str, str]:
+        return dict(self._pairs).items()  # type: ignore[arg-type]
+
+    def rebuild(self, pairs: t.Iterable[tuple[str, str]]) -> None:
+        """Replace the contents (in place, so the state holds the same list), in (value, id) order."""
+        self._pairs[:] = sorted(([job_id, value] for job_id, value in pairs), key=lambda p: (p[1], p[0]))
+        self._index = {pair[0]: i for i, pair in enumerate(self._pairs)}
+
+
 class Bookmark:
     """The bookmark of one listing partition (see the module docstring), kept in place in the state."""
 
     def __init__(self, state: dict, policy: Policy) -> None:
         self._state = state
         self.policy = policy
-        state.setdefault("pending", {})
-        if "seen" not in state:
+        legacy = "seen" not in state
+        for key in ("pending", "seen"):
+            state[key] = JobMap.stored(state.get(key))
+        self._pending = JobMap(state["pending"])
+        self._seen = JobMap(state["seen"])
+        if legacy and state.get("hwm") and not state.get("floor"):
             # A bookmark from before late-job tracking: everything at or below its mark is synced.
-            state["seen"] = {}
-            if state.get("hwm") and "floor" not in state:
-                state["floor"] = list(state["hwm"])
+            state["floor"] = list(state["hwm"])
+        _every_key(state, ("hwm", "floor", "backfill"))
+        if not self.has_synced():
+            state.setdefault("results", [])  # absent only in a bookmark from before results were tracked
 
     @property
     def state(self) -> dict:
@@ -193,12 +261,12 @@ class Bookmark:
         return JobKey(*value) if value else None
 
     @property
-    def pending(self) -> dict[str, str]:
-        return self._state["pending"]
+    def pending(self) -> JobMap:
+        return self._pending
 
     @property
-    def seen(self) -> dict[str, str]:
-        return self._state["seen"]
+    def seen(self) -> JobMap:
+        return self._seen
 
     def entries(self) -> int:
         return len(self.pending) + len(self.seen)
@@ -244,37 +312,43 @@ class Bookmark:
         if floor is None or window_start > floor:
             self._state["floor"] = window_start.as_list()
             floor = window_start
-        self._state["seen"] = {
-            job_id: created for job_id, created in self.seen.items() if not created or JobKey(created, job_id) > floor
-        }
+        self.seen.rebuild(
+            (job_id, created) for job_id, created in self.seen.items() if not created or JobKey(created, job_id) > floor
+        )
+        self.pending.rebuild(self.pending.items())
 
 
 class ConfiguredJobs(Bookmark):
     """Jobs that come from config, not a listing (CDF predict jobs): remember which are finished.
 
-    {"finished": {job_id: "finished" | "missing"}}; bounded by the configured list (pruned to it).
+    {"finished": [[job_id, "finished" | "missing"], ...]}; bounded by the configured list (pruned to it).
     """
 
     def __init__(self, state: dict, policy: Policy, configured: t.Iterable[str]) -> None:
         self._state = state
         self.policy = policy
-        finished = state.setdefault("finished", {})
-        for job_id in set(finished) - set(configured):
-            del finished[job_id]
+        state["finished"] = JobMap.stored(state.get("finished"))
+        self._finished = JobMap(state["finished"])
+        wanted = set(configured)
+        if set(self._finished) - wanted:
+            self._finished.rebuild((job_id, status) for job_id, status in self._finished.items() if job_id in wanted)
         for key in ("pending", "seen", "hwm", "floor"):
-            state.pop(key, None)
+            state.pop(key, None)  # never written for configured jobs (a hand-made state might)
+        _every_key(state, ("backfill",))
+        if not self.has_synced():
+            state.setdefault("results", [])
 
     @property
-    def pending(self) -> dict[str, str]:
-        return {}
+    def pending(self) -> JobMap:
+        return JobMap([])
 
     @property
-    def seen(self) -> dict[str, str]:
-        return {}
+    def seen(self) -> JobMap:
+        return JobMap([])
 
     @property
-    def finished(self) -> dict[str, str]:
-        return self._state["finished"]
+    def finished(self) -> JobMap:
+        return self._finished
 
     def entries(self) -> int:
         return len(self.finished)
@@ -291,6 +365,13 @@ class ConfiguredJobs(Bookmark):
 
     def close(self) -> None:
         pass
+
+
+def _every_key(state: dict, keys: t.Iterable[str]) -> None:
+    """Keys a bookmark may hold are always written (null when empty): a key that disappeared between
+    two states would come back from the older one when Meltano merges them."""
+    for key in keys:
+        state.setdefault(key, None)
 
 
 class Fetcher:

@@ -17,7 +17,8 @@ Called from here (nowhere else in the package):
 - `Stream.get_record_counter()`: one METRIC line per result stream per run.
 - `Stream._write_state_message` + `state_manager.is_flushed`: the SDK writes STATE only when
   `is_flushed` is False; STATE after a job's records, none from result streams.
-- `Stream.ABORT_AT_RECORD_COUNT`: set by `Tap.run_sync_dry_run` (`--test`): no STATE in test mode.
+- `Stream.ABORT_AT_RECORD_COUNT`: set by `Tap.run_sync_dry_run` (`--test`, the SDK's standard tests): the SDK stops
+  before writing the record over the limit, so the STATE then written holds what was fully emitted.
 - `Tap.state_writer.write_state`: the STATE written when the tap is interrupted.
 - `Tap.append_builtin_config` + `singer_sdk.plugin_base.JSONSchemaValidator` over `Tap._config`: the
   SDK's config validation (built-in settings, defaults filled in), with the tap's own messages.

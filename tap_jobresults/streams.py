@@ -56,12 +56,11 @@ class _JobResultsStream(Stream):
         """The bookmark is the job lifecycle's (lifecycle.Bookmark), not a replication key value."""
 
     def _write_state_message(self) -> None:
-        # `--test` syncs one record per stream: a STATE from it could bookmark a job whose records
-        # were not all written, so test mode writes none.
-        if not sdk_hooks.is_dry_run(self):
-            super()._write_state_message()
-        else:
-            sdk_hooks.flush_output(self)
+        # Also under a record limit (`--test`, the SDK's standard tests): the SDK stops before writing
+        # the record over the limit, and a job is bookmarked only after its records were all written,
+        # so the STATE holds what was fully emitted (or the input bookmark). No result-stream limit
+        # applies outside BATCH output, where bookmarks are committed only at the end of a partition.
+        super()._write_state_message()
 
     def _write_record_message(self, record: Record) -> None:
         if not sdk_hooks.write_one_fast(self, record):
@@ -138,9 +137,13 @@ class JobStream(_JobResultsStream):
         """The bookmarks of this run's partitions (on the writer: state changes there only)."""
         state: dict = self.stream_state.setdefault("job_bookmarks", {})
         for stale in set(state) - set(partitions):
-            # A pipeline no longer configured or listed: forget it, so state stays bounded.
-            del state[stale]
-        return {partition: self.source.bookmark(state.setdefault(partition, {})) for partition in partitions}
+            # A pipeline no longer configured or listed: forget it, so state stays bounded (null, not
+            # removed: Meltano's merge would bring a removed key back from an older state).
+            state[stale] = None
+        for partition in partitions:
+            if state.get(partition) is None:
+                state[partition] = {}
+        return {partition: self.source.bookmark(state[partition]) for partition in partitions}
 
     def build_output(
         self, job: FetchedJob, streams: list[ResultStream], *, job_record: bool, as_objects: bool

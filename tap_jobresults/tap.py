@@ -204,19 +204,38 @@ class TapJobResults(Tap):
         """The CLI: a state file that is not JSON, or not a state this tap wrote, is refused here,
         with a message naming it, before anything is synced."""
         if state is not None:
+            where = f"state file {getattr(state, 'name', '')}".strip()
+            dropped = state_format.Dropped()
             try:
-                checked = state_format.parse(state.read(), f"state file {getattr(state, 'name', '')}".strip())
+                raw = getattr(state, "buffer", None)
+                checked = state_format.parse(raw.read() if raw is not None else state.read(), where, dropped)
             except StateError as exc:
                 cls.logger.error("%s. Nothing was synced; fix or reset the state.", exc)
                 sys.exit(1)
+            warning = dropped.message(where)
+            if warning:
+                cls.logger.warning("%s", warning)
             state = io.StringIO(json.dumps(checked))
         super().invoke(state=state, **kwargs)
 
     def load_state(self, state: dict[str, t.Any]) -> None:
-        checked = state_format.check(state)
+        """Only what the tap owns is loaded (state.py); the format is the current one from here on,
+        so every STATE written, `--test`'s and a record-limited run's too, is read back as written."""
+        dropped = state_format.Dropped()
+        checked = state_format.check(state, dropped=dropped)
+        warning = dropped.message("state")
+        if warning:
+            logger.warning("%s", warning)
         super().load_state(checked)
-        if "shard" in checked:
-            self._plain_state()["shard"] = checked["shard"]
+        plain = self._plain_state()
+        plain["format_version"] = state_format.FORMAT_VERSION
+        # Always written (null: no shard), never removed: see the bookmark format in lifecycle.py.
+        # A state that names no shard is this config's (sync_all refuses one that names another).
+        plain["shard"] = checked["shard"] if checked.get("shard") is not None else self._configured_shard()
+
+    def _configured_shard(self) -> list[int] | None:
+        shard = self.config.get("shard")
+        return [int(shard["index"]), int(shard["count"])] if isinstance(shard, dict) else None
 
     def _plain_state(self) -> dict[str, t.Any]:
         """The tap state as the plain dict it is (the SDK types it as bookmarks only)."""
@@ -225,8 +244,7 @@ class TapJobResults(Tap):
     def _state_fits_config(self) -> None:
         """A state written under one sharding is only valid under the same one: with another shard
         count, jobs change hands, and a bookmark taken over one set of jobs would hide others."""
-        shard = self.config.get("shard")
-        current = [int(shard["index"]), int(shard["count"])] if isinstance(shard, dict) else None
+        current = self._configured_shard()
         state = self._plain_state()
         stored = state.get("shard")
         if stored is not None and stored != current and state.get("bookmarks"):
@@ -236,10 +254,7 @@ class TapJobResults(Tap):
                 f"state: written by {written}, but the config says {now}. Jobs change shards when the shard "
                 "count changes: clear the state of every shard (meltano state clear ...) and let each sync again"
             )
-        if current is None:
-            state.pop("shard", None)
-        else:
-            state["shard"] = current
+        state["shard"] = current
 
     # -- run -----------------------------------------------------------------------------------------
 
@@ -252,7 +267,6 @@ class TapJobResults(Tap):
         except StateError as exc:
             logger.error("%s. Nothing was synced.", exc)
             sys.exit(1)
-        self._plain_state()["format_version"] = state_format.FORMAT_VERSION
         try:
             super().sync_all()
             t.cast("t.Any", self.message_writer).flush()

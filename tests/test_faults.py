@@ -187,7 +187,7 @@ def test_a_configured_predict_job_that_does_not_exist_is_a_warning(apis):
     first = run_tap(config, check=True)
     assert [r["job_id"] for r in first.records("entity_matching_jobs")] == [real]
     assert re.search(r"WARNING.*CDF predict job 999.*404", first.stderr), first.stderr[-1500:]
-    assert first.state["bookmarks"]["entity_matching_jobs"]["job_bookmarks"]["all"]["finished"]["999"] == "missing"
+    assert ["999", "missing"] in first.state["bookmarks"]["entity_matching_jobs"]["job_bookmarks"]["all"]["finished"]
     apis.cognite.reset_counters()
     run_tap(config, state=first.state, check=True)
     assert apis.cognite.requests(999) == 0

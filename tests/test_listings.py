@@ -141,7 +141,7 @@ def test_job_ids_from_a_listing_are_one_path_segment(apis):
     assert all(not r["query"] for r in apis.talonic.request_log if r["path"] != "/v1/jobs")
     # The fake answers 400 (not a UUID): the job fails alone, named, and stays pending.
     assert run.returncode == 1 and f"Talonic job {odd}" in run.stderr
-    assert odd in run.state["bookmarks"]["extraction_jobs"]["job_bookmarks"]["all"]["pending"]
+    assert odd in dict(run.state["bookmarks"]["extraction_jobs"]["job_bookmarks"]["all"]["pending"])
 
 
 def test_a_listed_field_of_the_wrong_type_goes_to_extra_fields(apis):
@@ -180,4 +180,4 @@ def test_state_output_stays_linear_with_thousands_of_pending_jobs_the_server_for
     initial = len(json.dumps(state))
     # Quadratic (one whole STATE per forgotten job) would be about 2,500 x the initial size.
     assert state_bytes < 60 * initial, (state_bytes, initial)
-    assert run.state["bookmarks"]["extraction_jobs"]["job_bookmarks"]["all"]["pending"] == {}
+    assert run.state["bookmarks"]["extraction_jobs"]["job_bookmarks"]["all"]["pending"] == []

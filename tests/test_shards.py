@@ -93,7 +93,9 @@ def test_a_shard_state_holds_only_its_own_jobs(apis):
     # first and the last job would drop the first from `seen` (below its floor) and the count would vary.
     config = {**apis.config(sources=("clavata",)), "lookback_window": 86400}
     runs = _run_shards(config, [None] * SHARDS)
-    seen = [set(r.state["bookmarks"]["clavata_jobs"]["job_bookmarks"]["all"]["seen"]) for r in runs]
+    seen = [
+        {job_id for job_id, _ in r.state["bookmarks"]["clavata_jobs"]["job_bookmarks"]["all"]["seen"]} for r in runs
+    ]
     assert sum(len(s) for s in seen) == 12
     assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1 :])
 

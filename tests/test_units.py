@@ -68,10 +68,10 @@ def test_bookmark_advances_past_unfinished_jobs_by_remembering_them():
     bookmark.advance(JobKey("2024-01-01", "a"), done=True)
     bookmark.advance(JobKey("2024-01-02", "b"), done=False)
     bookmark.advance(JobKey("2024-01-03", "c"), done=True)
-    assert state["hwm"] == ["2024-01-03", "c"] and state["pending"] == {"b": "2024-01-02"}
-    assert state["seen"] == {"a": "2024-01-01", "c": "2024-01-03"}
+    assert state["hwm"] == ["2024-01-03", "c"] and state["pending"] == [["b", "2024-01-02"]]
+    assert state["seen"] == [["a", "2024-01-01"], ["c", "2024-01-03"]]
     bookmark.advance(JobKey("2024-01-02", "b"), done=True)
-    assert state["pending"] == {} and "b" in state["seen"]
+    assert state["pending"] == [] and ["b", "2024-01-02"] in state["seen"]
     assert bookmark.synced(JobKey("2024-01-03", "c")) and not bookmark.synced(JobKey("2024-01-03", "d"))
 
 
@@ -82,7 +82,7 @@ def test_bookmark_keeps_only_the_window_of_seen_jobs():
         bookmark.advance(JobKey(f"2024-01-01T00:{minute:02d}:00.000000Z", f"j{minute}"), done=True)
     bookmark.close()
     assert state["floor"] == ["2024-01-01T00:45:00.000000Z", ""]
-    assert sorted(state["seen"]) == ["j45", "j50", "j55"]  # at the window's start: still inside
+    assert [job_id for job_id, _ in state["seen"]] == ["j45", "j50", "j55"]  # at the window's start: still inside
     # below the floor: synced; inside the window: synced only if seen
     assert bookmark.synced(JobKey("2024-01-01T00:10:00.000000Z", "j10"))
     assert not bookmark.synced(JobKey("2024-01-01T00:50:00.000000Z", "late"))
