@@ -17,6 +17,7 @@ import json
 import re
 import threading
 import typing as t
+from pathlib import Path
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -33,7 +34,7 @@ class Col:
     """The field lands in one of these columns; `kind` says how values compare."""
 
     names: tuple[str, ...]
-    kind: str = "same"  # same | time | fraction
+    kind: str = "same"  # same | time | fraction | an enum's full name (clavata.shared.v1.Outcome)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,17 @@ def col(*names: str, kind: str = "same") -> Col:
 
 def ts(*names: str) -> Col:
     return Col(names, "time")
+
+
+# The vendor's enum numbering, from the vendor's descriptors (tests/fixtures/specs/clavata_enums.json, sources cited
+# there): a number sent lands as its name.
+ENUM_FACTS = {
+    full: {number: name for name, number in values.items()}
+    for full, values in json.loads(
+        (Path(__file__).parent / "fixtures" / "specs" / "clavata_enums.json").read_text()
+    )["enums"].items()
+}
+OUTCOME, JOB_STATUS, JOB_TYPE = (f"clavata.shared.v1.{n}" for n in ("Outcome", "JobStatus", "JobType"))
 
 
 PREDICT_JOB = {
@@ -96,13 +108,13 @@ GENERATED_RULE = {
 }
 CLAVATA_JOB = {
     "jobUuid": col("job_uuid"),
-    "status": col("status"),
+    "status": col("status", kind=JOB_STATUS),
     "customerId": col("customer_id"),
     "policyId": col("policy_id"),
     "policyVersionId": col("policy_version_id"),
     "labelId": col("label_id"),
     "labelVersionId": col("label_version_id"),
-    "jobType": col("job_type"),
+    "jobType": col("job_type", kind=JOB_TYPE),
     "threshold": col("threshold"),
     "created": ts("created"),
     "updated": ts("updated"),
@@ -116,8 +128,8 @@ CLAVATA_REPORT = {
     "policyVersionId": col("policy_version_id"),
     "labelId": col("label_id"),
     "labelVersionId": col("label_version_id"),
-    "result": col("outcome"),  # deprecated; the outcome when reviewResult is missing
-    "reviewResult": Sub({"outcome": col("outcome"), "score": col("score")}),
+    "result": col("outcome", kind=OUTCOME),  # deprecated; the outcome when reviewResult is missing
+    "reviewResult": Sub({"outcome": col("outcome", kind=OUTCOME), "score": col("score")}),
     "threshold": col("threshold"),
     "labelMatches": col("label_matches"),
     "sectionEvaluationReports": col("section_evaluation_reports"),
@@ -186,10 +198,18 @@ def instant(value: t.Any) -> datetime | None:
     return None
 
 
+def finer_than_micros(sent: t.Any) -> bool:
+    found = re.search(r"\d{2}:\d{2}:\d{2}[.,](\d+)", sent) if isinstance(sent, str) else None
+    return bool(found and found[1][6:].strip("0"))
+
+
 def same(sent: t.Any, emitted: t.Any, kind: str = "same") -> bool:
     if kind == "time":
+        # A column holds microseconds: a string with finer digits is recoverable only as sent (extra_fields).
         a, b = instant(sent), instant(emitted)
-        return a is not None and a == b
+        return a is not None and a == b and not finer_than_micros(sent)
+    if kind in ENUM_FACTS and isinstance(sent, int) and not isinstance(sent, bool):
+        return emitted == ENUM_FACTS[kind].get(sent, object())
     if kind == "fraction" and isinstance(sent, (int, float)) and isinstance(emitted, (int, float)):
         return any(abs(emitted - x) < 1e-9 for x in (sent, sent * 100, sent / 100))
     return json.dumps(sent, sort_keys=True) == json.dumps(emitted, sort_keys=True) or (
@@ -229,10 +249,43 @@ def lost_fields(obj: dict, record: dict, spec: dict, path: tuple[str, ...] = ())
             name in record and same(value, record[name], rule.kind) for name in rule.names
         ):
             continue
+        if isinstance(rule, Col) and isinstance(value, dict):
+            # A typed object column holds the declared sub-fields; the others are in extra_fields under the key.
+            holders = [record[name] for name in rule.names if isinstance(record.get(name), dict)]
+            sub_extra = nested.get(key) if isinstance(nested, dict) else None
+            missing = covered(value, holders[0] if holders else {}, sub_extra if isinstance(sub_extra, dict) else {})
+            if holders and not missing:
+                continue
+            if holders:
+                lost += [f"{where}.{m}" for m in missing]
+                continue
         if snake(key) in record and same(value, record[snake(key)]):
             continue
         lost.append(f"{where}={json.dumps(value)[:80]}")
     return lost
+
+
+def covered(sent: dict, column: dict, extra: dict, path: tuple[str, ...] = ()) -> list[str]:
+    """The sub-fields of `sent` that neither the object column nor `extra_fields` (at the same path) holds."""
+    missing = []
+    for key, value in sent.items():
+        if empty(value):
+            continue
+        here, kept = column.get(key), extra.get(key)
+        if same(value, here) or same(value, kept):
+            continue
+        if isinstance(value, dict):
+            missing += covered(
+                value,
+                here if isinstance(here, dict) else {},
+                kept if isinstance(kept, dict) else {},
+                (*path, key),
+            )
+            continue
+        if isinstance(value, int) and any(same(value, here, kind) for kind in ENUM_FACTS) and kept == value:
+            continue  # an enum number decoded in the column, and kept as sent
+        missing.append(f"{'.'.join((*path, key))}={json.dumps(value)[:60]}")
+    return missing
 
 
 def validators(run: t.Any) -> dict[str, jsonschema.Draft7Validator]:
