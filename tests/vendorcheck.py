@@ -17,9 +17,9 @@ import json
 import re
 import threading
 import typing as t
-from pathlib import Path
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import jsonschema
 
@@ -60,9 +60,9 @@ def ts(*names: str) -> Col:
 # there): a number sent lands as its name.
 ENUM_FACTS = {
     full: {number: name for name, number in values.items()}
-    for full, values in json.loads(
-        (Path(__file__).parent / "fixtures" / "specs" / "clavata_enums.json").read_text()
-    )["enums"].items()
+    for full, values in json.loads((Path(__file__).parent / "fixtures" / "specs" / "clavata_enums.json").read_text())[
+        "enums"
+    ].items()
 }
 OUTCOME, JOB_STATUS, JOB_TYPE = (f"clavata.shared.v1.{n}" for n in ("Outcome", "JobStatus", "JobType"))
 

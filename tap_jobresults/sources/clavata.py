@@ -183,7 +183,9 @@ class ClavataJobs(JobSource):
     def fetch(self, partition: str, ref: JobRef, want_results: bool) -> FetchedJob:
         what = ref.label
         summary = ref.summary
-        if summary is not None and not self.is_finished(decode("clavata.shared.v1.JobStatus", summary.get("status") or 0)):
+        if summary is not None and not self.is_finished(
+            decode("clavata.shared.v1.JobStatus", summary.get("status") or 0)
+        ):
             job = summary  # "Incomplete jobs will only include basic information" anyway
             has_results = False
         else:
