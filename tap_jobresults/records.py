@@ -310,7 +310,9 @@ def _fit(value: t.Any, schema: t.Mapping, path: Path, decoders: Decoders) -> tup
             name = decoders[path](value)
         except Unfit:
             return MISSING, value
-        return name, (value if name != value else MISSING)
+        if isinstance(name, Partial):
+            return name.value, name.rest
+        return name, MISSING
     props = schema.get("properties")
     extra = schema.get("additionalProperties", True)
     if isinstance(value, dict) and "object" in _types(schema) and (props is not None or isinstance(extra, dict)):
