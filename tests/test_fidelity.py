@@ -85,7 +85,11 @@ def test_numeric_statuses_bookmark_by_their_decoded_value(apis):
 
     first = run_tap(_clavata_config(apis), check=True)
     jobs = {r["job_uuid"]: r for r in first.records("clavata_jobs")}
-    assert (jobs[done]["status"], jobs[done]["finished"], jobs[done]["result_count"]) == ("JOB_STATUS_COMPLETED", True, 2)
+    assert (jobs[done]["status"], jobs[done]["finished"], jobs[done]["result_count"]) == (
+        "JOB_STATUS_COMPLETED",
+        True,
+        2,
+    )
     assert (jobs[running]["status"], jobs[running]["finished"]) == ("JOB_STATUS_RUNNING", False)
     assert jobs[done]["extra_fields"]["status"] == 3 and jobs[done]["job_type"] == "JOB_TYPE_STANDARD"
     reports = first.records("clavata_reports")
@@ -158,10 +162,21 @@ def test_a_timestamp_is_kept_as_sent_exactly_when_the_column_cannot_hold_it(frac
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=False, allow_infinity=False), st.text()
 )
-JSONISH = st.recursive(SCALARS, lambda inner: st.dictionaries(st.text(max_size=8), inner, max_size=4) | st.lists(inner, max_size=3), max_leaves=12)
+JSONISH = st.recursive(
+    SCALARS,
+    lambda inner: st.dictionaries(st.text(max_size=8), inner, max_size=4) | st.lists(inner, max_size=3),
+    max_leaves=12,
+)
 TYPED_COLUMNS = [
     (stream, name, schema)
-    for stream in ("extraction_jobs", "clavata_reports", "clavata_jobs", "generated_rules", "suggested_rules", "match_results")
+    for stream in (
+        "extraction_jobs",
+        "clavata_reports",
+        "clavata_jobs",
+        "generated_rules",
+        "suggested_rules",
+        "match_results",
+    )
     for name, schema in load_schema(stream)["properties"].items()
     if "properties" in schema or "items" in schema or isinstance(schema.get("additionalProperties"), dict)
 ]

@@ -61,6 +61,27 @@ def percent(value: t.Any) -> t.Any:
 
 JOBS_SCHEMA = load_schema("extraction_jobs")["properties"]
 
+# Fields of the vendor's models (tests/fixtures/specs/talonic_models.json) that no column declares: kept in
+# the job's extra_fields as sent, by decision (the results envelope's under `results`).
+KEPT_AS_SENT = {
+    "JobResponse.estimated_seconds_remaining": "documented as 'currently always null'",
+    "JobResponse.links": "URLs of the job's own API resources (self, cancel, dashboard)",
+    "NodeJob.extraction_id": "Node SDK only; no documented meaning",
+    "NodeJob.message": "Node SDK only: free text",
+    "NodeJob.links": "URLs of the job's own API resources (self, results)",
+    "NodeJob.cancelled_at": "Node SDK only (kept as sent, not normalised)",
+    "NodeJob.estimated_completion": "Node SDK only: an estimate",
+    "JobResultsResponse.job_status": "also the job_status column of every row; kept whole in extra_fields.results",
+    "JobResultsResponse.links": "URLs of the results and the job (self, job)",
+}
+# The results envelope's fields that have columns on the job (the others: KEPT_AS_SENT, under `results`).
+ENVELOPE_COLUMNS = {
+    "job_id": "job_id",
+    "schema.id": "schema_id",
+    "schema.name": "schema_name",
+    "total_rows": "total_rows",
+}
+
 
 JOB = (
     col("job_id", "id", convert=to_str),
