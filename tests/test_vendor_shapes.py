@@ -123,7 +123,11 @@ def test_the_check_itself_sees_a_lost_field_and_accepts_every_way_of_keeping_it(
     numeric = {"report": {"reviewResult": {"outcome": 1, "score": 0.1}}}
     assert lost_fields(numeric, {"outcome": "OUTCOME_FALSE", "score": 0.1}, CLAVATA_RESULT) == []
     assert lost_fields(numeric, {"outcome": "OUTCOME_TRUE", "score": 0.1}, CLAVATA_RESULT) == [
-        "report.reviewResult.outcome=1"
+        "report.reviewResult.outcome=1 altered: outcome='OUTCOME_TRUE'"
+    ]
+    kept_raw = {"extra_fields": {"report": {"reviewResult": {"outcome": 1}}}}  # keeping the number does not excuse it
+    assert lost_fields(numeric, {"outcome": "OUTCOME_TRUE", "score": 0.1, **kept_raw}, CLAVATA_RESULT) == [
+        "report.reviewResult.outcome=1 altered: outcome='OUTCOME_TRUE'"
     ]
     # a typed object column: declared sub-fields in the column, the others in extra_fields under its key
     usage = {"report": {"tokenUsage": {"inputTokens": 5, "cachedTokens": 2}}}

@@ -35,6 +35,7 @@ class Col:
 
     names: tuple[str, ...]
     kind: str = "same"  # same | time | fraction | an enum's full name (clavata.shared.v1.Outcome)
+    strict: bool = False  # the column must not contradict the value sent (even if extra_fields keeps it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +49,8 @@ class Sub:
 CHILDREN = "children"  # carried by child records, checked on its own
 
 
-def col(*names: str, kind: str = "same") -> Col:
-    return Col(names, kind)
+def col(*names: str, kind: str = "same", strict: bool = False) -> Col:
+    return Col(names, kind, strict)
 
 
 def ts(*names: str) -> Col:
@@ -108,13 +109,13 @@ GENERATED_RULE = {
 }
 CLAVATA_JOB = {
     "jobUuid": col("job_uuid"),
-    "status": col("status", kind=JOB_STATUS),
+    "status": col("status", kind=JOB_STATUS, strict=True),
     "customerId": col("customer_id"),
     "policyId": col("policy_id"),
     "policyVersionId": col("policy_version_id"),
     "labelId": col("label_id"),
     "labelVersionId": col("label_version_id"),
-    "jobType": col("job_type", kind=JOB_TYPE),
+    "jobType": col("job_type", kind=JOB_TYPE, strict=True),
     "threshold": col("threshold"),
     "created": ts("created"),
     "updated": ts("updated"),
@@ -129,7 +130,7 @@ CLAVATA_REPORT = {
     "labelId": col("label_id"),
     "labelVersionId": col("label_version_id"),
     "result": col("outcome", kind=OUTCOME),  # deprecated; the outcome when reviewResult is missing
-    "reviewResult": Sub({"outcome": col("outcome", kind=OUTCOME), "score": col("score")}),
+    "reviewResult": Sub({"outcome": col("outcome", kind=OUTCOME, strict=True), "score": col("score")}),
     "threshold": col("threshold"),
     "labelMatches": col("label_matches"),
     "sectionEvaluationReports": col("section_evaluation_reports"),
@@ -238,6 +239,13 @@ def lost_fields(obj: dict, record: dict, spec: dict, path: tuple[str, ...] = ())
         rule = spec.get(key)
         if rule == CHILDREN:
             continue
+        if isinstance(rule, Col) and rule.strict:
+            contradicted = [
+                n for n in rule.names if record.get(n) is not None and not same(value, record[n], rule.kind)
+            ]
+            if contradicted:  # e.g. an enum number decoded by the wrong table: the column says the opposite
+                lost.append(f"{where}={json.dumps(value)} altered: {contradicted[0]}={record[contradicted[0]]!r}")
+                continue
         in_extra = key in extra and same(value, extra[key])
         nested = extra
         for step in path:  # nested reports may keep their unknown fields under their parent's key
