@@ -129,14 +129,20 @@ def test_realistic_clavata_outcomes_are_never_inverted(apis):
 
 @pytest.mark.parametrize("apis", [True], ids=["realistic"], indirect=True)
 def test_nanosecond_timestamps_keep_the_string_as_sent(apis):
-    uuid = apis.clavata.add_job(results=1)
-    body = _body(apis.clavata.get_job({"uuid": uuid}, {}, {}, {}))["job"]
+    fine = apis.clavata.add_job(results=1, created="2025-03-01T10:00:00.123456Z")  # the fake adds 3 more digits
+    whole = apis.clavata.add_job(results=1, created="2025-03-01T11:00:00Z")  # ...000000000: nothing finer
     run = run_tap(_clavata_config(apis), check=True)
-    (job,) = run.records("clavata_jobs")
-    assert re.search(r"\.\d{9}Z$", body["created"])
-    assert job["created"] == body["created"][:26] + "Z"  # the column: microseconds, UTC
-    fine = body["created"][26:29] != "000"
-    assert job["extra_fields"].get("created") == (body["created"] if fine else None)
+    jobs = {r["job_uuid"]: r for r in run.records("clavata_jobs")}
+    reports = {r["job_uuid"]: r for r in run.records("clavata_reports")}
+    for uuid in (fine, whole):
+        body = _body(apis.clavata.get_job({"uuid": uuid}, {}, {}, {}))["job"]
+        assert re.search(r"\.\d{9}Z$", body["created"])
+        assert jobs[uuid]["created"] == body["created"][:26] + "Z"  # the column: microseconds, UTC
+        kept = (jobs[uuid]["extra_fields"] or {}).get("created")
+        assert kept == (body["created"] if uuid == fine else None)
+        result_created = body["results"][0]["created"]
+        assert (reports[uuid]["extra_fields"] or {}).get("created") == (result_created if uuid == fine else None)
+    assert body["created"].endswith(".000000000Z")
 
 
 DIGITS = st.text("0123456789", min_size=1, max_size=9)
