@@ -262,3 +262,16 @@ def test_an_envelope_schema_that_differs_from_the_listing_is_kept_as_sent():
     assert record["extra_fields"] == {
         "results": {"job_status": "complete", "schema": {"id": "s2"}, "total_rows": "7", "x": 1}
     }
+
+
+def test_a_numeric_deprecated_result_decodes_through_the_tap(apis):
+    """Older reports carry only the deprecated `result`; as a number it decodes by the same table."""
+    uuid = apis.clavata.add_job(results=3, deprecated_result_only=True, enum_numbers=True)
+    body = _body(apis.clavata.get_job({"uuid": uuid}, {}, {}, {}))["job"]
+    sent = [r["report"]["result"] for r in body["results"]]
+    assert all(isinstance(n, int) for n in sent)
+    run = run_tap(_clavata_config(apis), check=True)
+    rows = sorted(run.records("clavata_reports"), key=lambda r: r["result_index"])
+    names = {1: "OUTCOME_FALSE", 2: "OUTCOME_TRUE"}
+    assert [r["outcome"] for r in rows] == [names[n] for n in sent]
+    assert [r["extra_fields"]["report"]["result"] for r in rows] == sent
