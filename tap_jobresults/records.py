@@ -276,6 +276,17 @@ def _scalar_fits(value: t.Any, types: set[str]) -> bool:
     return False
 
 
+def items_of(schema: t.Mapping) -> t.Mapping | None:
+    """An array's item schema: `items`, or (top-level columns) `allOf: [{items}]`, which validators honour
+    and loaders ignore (target-postgres would make an `items` array a jsonb[] column)."""
+    if isinstance(schema.get("items"), dict):
+        return schema["items"]
+    for part in schema.get("allOf") or ():
+        if isinstance(part.get("items"), dict):
+            return part["items"]
+    return None
+
+
 def conforms(value: t.Any, schema: t.Mapping) -> bool:
     """`value` is valid against `schema` (types, properties, items, additionalProperties schemas)."""
     types = _types(schema)
@@ -296,8 +307,8 @@ def conforms(value: t.Any, schema: t.Mapping) -> bool:
     if isinstance(value, list):
         if types and "array" not in types:
             return False
-        items = schema.get("items")
-        return not isinstance(items, dict) or all(conforms(item, items) for item in value)
+        items = items_of(schema)
+        return items is None or all(conforms(item, items) for item in value)
     if "anyOf" in schema:
         return any(conforms(value, option) for option in schema["anyOf"])
     return _scalar_fits(value, types)

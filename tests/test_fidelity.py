@@ -184,7 +184,7 @@ TYPED_COLUMNS = [
         "match_results",
     )
     for name, schema in load_schema(stream)["properties"].items()
-    if "properties" in schema or "items" in schema or isinstance(schema.get("additionalProperties"), dict)
+    if "properties" in schema or "allOf" in schema or isinstance(schema.get("additionalProperties"), dict)
 ]
 
 

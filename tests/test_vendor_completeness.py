@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tap_jobresults.records import Col
+from tap_jobresults.records import Col, items_of
 from tap_jobresults.sources import clavata, cognite, talonic
 from tap_jobresults.streams import load_schema
 
@@ -64,8 +64,8 @@ def _in_schema(schema: dict, sub: tuple[str, ...]) -> bool:
     """Does the column's JSON schema declare this sub-path (through object properties and array items)?"""
     node = schema
     for key in sub:
-        while "items" in node and "properties" not in node:
-            node = node["items"]
+        while items_of(node) is not None and "properties" not in node:
+            node = items_of(node)
         props = node.get("properties") or {}
         if key in props:
             node = props[key]
