@@ -12,6 +12,10 @@ Rules, the same for every vendor:
 - A value of the wrong type for its column is never emitted in that column: it is coerced where
   that loses nothing (5.0 -> 5, 7 -> "7"), otherwise the column is null and the value goes to
   `extra_fields` as sent. An unparseable timestamp likewise.
+- A column holds a normalised value; when normalising dropped something the vendor sent (a timestamp's
+  digits past the microsecond, an enum number decoded to its name, a sub-field a typed object does not
+  declare), what was dropped is kept in `extra_fields`, as sent, under the API's own key (nested under
+  its parent's key): `Partial(value, rest)` from a converter says so.
 - Null means absent: null values are not copied into `extra_fields`. Clavata sends protobuf JSON,
   where an empty string, list or object is indistinguishable from "not set" (proto3, and the
   gateway's EmitUnpopulated), so its objects drop those too (`proto3=True`); numbers and booleans
@@ -20,6 +24,7 @@ Rules, the same for every vendor:
 
 from __future__ import annotations
 
+import re
 import typing as t
 
 from tap_jobresults.lifecycle import iso
@@ -83,11 +88,36 @@ def to_int_list(value: t.Any) -> list:
     raise Unfit
 
 
-def to_ts(value: t.Any) -> str | None:
+class Partial(t.NamedTuple):
+    """A converter's answer when the column cannot hold all of the value: `value` for the column,
+    `rest` (as sent; for an object, the sub-fields left out, nested as sent) for `extra_fields`."""
+
+    value: t.Any
+    rest: t.Any
+
+
+_FRACTION = re.compile(r"[Tt ]\d{2}:\d{2}:\d{2}[.,](\d+)")
+
+
+def finer_than_micros(value: t.Any) -> bool:
+    """Does this timestamp, as sent, carry more precision than a microsecond column holds?
+    RFC 3339 strings: a non-zero digit past the 6th fractional one. ms epochs: a fraction of a
+    microsecond."""
+    if isinstance(value, str):
+        found = _FRACTION.search(value)
+        return bool(found and found[1][6:].strip("0"))
+    if isinstance(value, float):
+        return not (value * 1000).is_integer()
+    return False
+
+
+def to_ts(value: t.Any) -> t.Any:
+    """The instant as UTC ISO 8601 (microseconds); a timestamp finer than that is also kept as sent."""
     try:
-        return iso(value)
+        normalised = iso(value)
     except ValueError:
         raise Unfit from None
+    return Partial(normalised, value) if normalised is not None and finer_than_micros(value) else normalised
 
 
 def as_is(value: t.Any) -> t.Any:
@@ -134,6 +164,7 @@ def build(obj: dict, cols: t.Sequence[Col], *, proto3: bool = False, drop: froze
     """
     record: dict[str, t.Any] = {}
     consumed: list[Path] = []
+    kept: dict[Path, t.Any] = {}
     for spec in cols:
         out = spec.default
         chosen: t.Any = MISSING
@@ -149,14 +180,47 @@ def build(obj: dict, cols: t.Sequence[Col], *, proto3: bool = False, drop: froze
                 except Unfit:
                     continue  # stays in extra_fields, as sent; a later alias may still fit
                 chosen = value
+                rest: t.Any = MISSING
+                if isinstance(converted, Partial):
+                    converted, rest = converted
                 out = spec.default if converted is None and spec.default is not None else converted
                 if path == spec.paths[0]:
                     consumed.append(path)
+                    rest = _pruned(rest, proto3)
+                    if rest is not MISSING:
+                        kept[path] = rest  # what the column could not hold, as sent
+                # (an alias stays in extra_fields whole, as sent)
                 # Another spelling fills the column and is also kept in extra_fields under the name
                 # it was sent with: the record shows which spelling the vendor used.
         record[spec.column] = out
-    record["extra_fields"] = leftover(obj, consumed, proto3, drop) or None
+    extra = leftover(obj, consumed, proto3, drop)
+    for path, rest in kept.items():
+        place(extra, path, rest)
+    record["extra_fields"] = extra or None
     return record
+
+
+def _pruned(value: t.Any, proto3: bool) -> t.Any:
+    """`value` without its empty sub-fields (null is absent); MISSING when nothing is left."""
+    if isinstance(value, dict):
+        value = {k: v for k, v in ((k, _pruned(v, proto3)) for k, v in value.items()) if v is not MISSING}
+    return MISSING if value is MISSING or is_empty(value, proto3) else value
+
+
+def place(extra: dict, path: Path, value: t.Any) -> None:
+    """Put `value` at `path` in `extra_fields`, merging into what is already kept there."""
+    node = extra
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    current = node.get(path[-1])
+    if isinstance(current, dict) and isinstance(value, dict):
+        for key, sub in value.items():
+            place(current, (key,), sub)
+    else:
+        node[path[-1]] = value
 
 
 def leftover(obj: dict, consumed: t.Iterable[Path], proto3: bool, drop: frozenset[str] = frozenset()) -> dict:
@@ -179,3 +243,119 @@ def leftover(obj: dict, consumed: t.Iterable[Path], proto3: bool, drop: frozense
             continue
         rest[key] = value
     return rest
+
+
+# -- typed nested objects ------------------------------------------------------------------------------
+# A nested object column whose sub-fields the vendor documents declares them in the stream's schema
+# (so flattening gives real columns). The column carries exactly what the schema declares, in the
+# declared types; any other sub-field, or one of the wrong type, goes to `extra_fields` under the
+# object's API key, as sent. A flattening target would otherwise drop a sub-field it has no column
+# for, and a sub-field of the wrong type would make the record invalid.
+
+Decoders = t.Mapping[Path, Converter]
+
+
+def _types(schema: t.Mapping) -> set[str]:
+    kind = schema.get("type", [])
+    return {kind} if isinstance(kind, str) else set(kind)
+
+
+def _scalar_fits(value: t.Any, types: set[str]) -> bool:
+    if value is None:
+        return "null" in types or not types
+    if not types:
+        return True
+    if isinstance(value, bool):
+        return "boolean" in types
+    if isinstance(value, int):
+        return bool(types & {"integer", "number"})
+    if isinstance(value, float):
+        return "number" in types or ("integer" in types and value.is_integer())
+    if isinstance(value, str):
+        return "string" in types
+    return False
+
+
+def items_of(schema: t.Mapping) -> t.Mapping | None:
+    """An array's item schema: `items`, or (top-level columns) `allOf: [{items}]`, which validators honour
+    and loaders ignore (target-postgres would make an `items` array a jsonb[] column)."""
+    if isinstance(schema.get("items"), dict):
+        return schema["items"]
+    for part in schema.get("allOf") or ():
+        if isinstance(part.get("items"), dict):
+            return part["items"]
+    return None
+
+
+def conforms(value: t.Any, schema: t.Mapping) -> bool:
+    """`value` is valid against `schema` (types, properties, items, additionalProperties schemas)."""
+    types = _types(schema)
+    if isinstance(value, dict):
+        if types and "object" not in types:
+            return False
+        props = schema.get("properties") or {}
+        extra = schema.get("additionalProperties", True)
+        for key, sub in value.items():
+            rule = props.get(key, extra if isinstance(extra, dict) else None)
+            if rule is None:
+                if extra is False:
+                    return False
+                continue
+            if not conforms(sub, rule):
+                return False
+        return True
+    if isinstance(value, list):
+        if types and "array" not in types:
+            return False
+        items = items_of(schema)
+        return items is None or all(conforms(item, items) for item in value)
+    if "anyOf" in schema:
+        return any(conforms(value, option) for option in schema["anyOf"])
+    return _scalar_fits(value, types)
+
+
+def _fit(value: t.Any, schema: t.Mapping, path: Path, decoders: Decoders) -> tuple[t.Any, t.Any]:
+    """(what the column holds, what goes to extra_fields as sent); MISSING for none."""
+    if path in decoders:
+        try:
+            name = decoders[path](value)
+        except Unfit:
+            return MISSING, value
+        if isinstance(name, Partial):
+            return name.value, name.rest
+        return name, MISSING
+    props = schema.get("properties")
+    extra = schema.get("additionalProperties", True)
+    if isinstance(value, dict) and "object" in _types(schema) and (props is not None or isinstance(extra, dict)):
+        out: dict = {}
+        rest: dict = {}
+        for key, sub in value.items():
+            rule = (props or {}).get(key, extra if isinstance(extra, dict) else None)
+            if rule is None:
+                rest[key] = sub  # a sub-field the schema does not declare
+                continue
+            fitted, left = _fit(sub, rule, (*path, key), decoders)
+            if fitted is not MISSING:
+                out[key] = fitted
+            if left is not MISSING:
+                rest[key] = left
+        return out, (rest or MISSING)
+    if conforms(value, schema):
+        return value, MISSING
+    return MISSING, value
+
+
+def typed(schema: t.Mapping, decoders: Decoders | None = None) -> Converter:
+    """A converter for a column declared by `schema` (an object with properties, or an array of
+    typed items): see above. `decoders`: sub-paths holding an enum a vendor may send as a number
+    (the column gets the name, `extra_fields` the number as sent)."""
+
+    def convert(value: t.Any) -> t.Any:
+        if value is None:
+            return None
+        fitted, rest = _fit(value, schema, (), decoders or {})
+        if fitted is MISSING:
+            raise Unfit
+        return fitted if rest is MISSING else Partial(fitted, rest)
+
+    return convert

@@ -51,6 +51,7 @@ class _JobResultsStream(Stream):
         # the catalog and the logs rather than the SDK's default "full_table".
         self.forced_replication_method = "INCREMENTAL"
         self._schema_sent = False
+        self._typed_objects: list[str] | None = None
 
     def _increment_stream_state(self, latest_record: t.Any, *, context: t.Any = None) -> None:
         """The bookmark is the job lifecycle's (lifecycle.Bookmark), not a replication key value."""
@@ -65,6 +66,26 @@ class _JobResultsStream(Stream):
     def _write_record_message(self, record: Record) -> None:
         if not sdk_hooks.write_one_fast(self, record):
             super()._write_record_message(record)
+
+    def _generate_record_messages(self, record: Record) -> t.Generator[t.Any, None, None]:
+        # The SDK's record path, also taken by the engine's encoder on a fetch worker (sdk_hooks.RecordEncoder).
+        yield from super()._generate_record_messages(self._flattenable(record))
+
+    def _flattenable(self, record: Record) -> Record:
+        """With flattening on, a typed object column that is null goes out as {}: the SDK flattens {}
+        to its (absent, so null) sub-columns, but would pass a null through under the object's own
+        name, a property the flattened schema no longer has (and the loader rejects the record)."""
+        if self._typed_objects is None:
+            maps = self._tap.mapper.stream_maps.get(self.name) or []
+            flat = any(getattr(m, "flattening_enabled", False) for m in maps)
+            self._typed_objects = (
+                [k for k, v in self.schema["properties"].items() if "properties" in v and "object" in v["type"]]
+                if flat
+                else []
+            )
+        if not self._typed_objects:
+            return record
+        return {**record, **{k: {} for k in self._typed_objects if record.get(k) is None}}
 
     def _write_schema_message(self) -> None:
         # Once per run is enough (the SDK would re-send it on every child sync).

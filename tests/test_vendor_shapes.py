@@ -111,8 +111,31 @@ def test_the_check_itself_sees_a_lost_field_and_accepts_every_way_of_keeping_it(
     ]
     result = {"created": "2025-11-03T09:14:27.418263117Z", "report": {"name": "", "policyKey": "k", "new": 1}}
     row = {"created": "2025-11-03T09:14:27.418263Z", "policy_key": "k", "extra_fields": {"report": {"new": 1}}}
+    # nanoseconds: the microsecond column alone loses digits; the string as sent in extra_fields keeps them
+    assert lost_fields(result, row, CLAVATA_RESULT) == ['created="2025-11-03T09:14:27.418263117Z"']
+    row["extra_fields"]["created"] = result["created"]
     assert lost_fields(result, row, CLAVATA_RESULT) == []
-    assert lost_fields(result, {**row, "extra_fields": None}, CLAVATA_RESULT) == ["report.new=1"]
+    assert lost_fields(result, {**row, "extra_fields": None}, CLAVATA_RESULT) == [
+        'created="2025-11-03T09:14:27.418263117Z"',
+        "report.new=1",
+    ]
+    # enum numbers: 1 is OUTCOME_FALSE in the vendor's numbering; landing it as OUTCOME_TRUE is a loss
+    numeric = {"report": {"reviewResult": {"outcome": 1, "score": 0.1}}}
+    assert lost_fields(numeric, {"outcome": "OUTCOME_FALSE", "score": 0.1}, CLAVATA_RESULT) == []
+    assert lost_fields(numeric, {"outcome": "OUTCOME_TRUE", "score": 0.1}, CLAVATA_RESULT) == [
+        "report.reviewResult.outcome=1 altered: outcome='OUTCOME_TRUE'"
+    ]
+    kept_raw = {"extra_fields": {"report": {"reviewResult": {"outcome": 1}}}}  # keeping the number does not excuse it
+    assert lost_fields(numeric, {"outcome": "OUTCOME_TRUE", "score": 0.1, **kept_raw}, CLAVATA_RESULT) == [
+        "report.reviewResult.outcome=1 altered: outcome='OUTCOME_TRUE'"
+    ]
+    # a typed object column: declared sub-fields in the column, the others in extra_fields under its key
+    usage = {"report": {"tokenUsage": {"inputTokens": 5, "cachedTokens": 2}}}
+    typed_row = {"token_usage": {"inputTokens": 5}, "extra_fields": {"report": {"tokenUsage": {"cachedTokens": 2}}}}
+    assert lost_fields(usage, typed_row, CLAVATA_RESULT) == []
+    assert lost_fields(usage, {**typed_row, "extra_fields": None}, CLAVATA_RESULT) == [
+        "report.tokenUsage.cachedTokens=2"
+    ]
     talonic = {"id": "j", "progress": 1.0, "schema": {"id": "s", "name": "n"}, "total_documents": 3}
     kept = {"job_id": "j", "progress": 100, "schema_id": "s", "schema_name": "n", "document_count": 3}
     assert lost_fields(talonic, kept, TALONIC_JOB) == []

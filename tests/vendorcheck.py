@@ -19,6 +19,7 @@ import threading
 import typing as t
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import jsonschema
 
@@ -33,7 +34,8 @@ class Col:
     """The field lands in one of these columns; `kind` says how values compare."""
 
     names: tuple[str, ...]
-    kind: str = "same"  # same | time | fraction
+    kind: str = "same"  # same | time | fraction | an enum's full name (clavata.shared.v1.Outcome)
+    strict: bool = False  # the column must not contradict the value sent (even if extra_fields keeps it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +49,23 @@ class Sub:
 CHILDREN = "children"  # carried by child records, checked on its own
 
 
-def col(*names: str, kind: str = "same") -> Col:
-    return Col(names, kind)
+def col(*names: str, kind: str = "same", strict: bool = False) -> Col:
+    return Col(names, kind, strict)
 
 
 def ts(*names: str) -> Col:
     return Col(names, "time")
+
+
+# The vendor's enum numbering, from the vendor's descriptors (tests/fixtures/specs/clavata_enums.json, sources cited
+# there): a number sent lands as its name.
+ENUM_FACTS = {
+    full: {number: name for name, number in values.items()}
+    for full, values in json.loads((Path(__file__).parent / "fixtures" / "specs" / "clavata_enums.json").read_text())[
+        "enums"
+    ].items()
+}
+OUTCOME, JOB_STATUS, JOB_TYPE = (f"clavata.shared.v1.{n}" for n in ("Outcome", "JobStatus", "JobType"))
 
 
 PREDICT_JOB = {
@@ -96,13 +109,13 @@ GENERATED_RULE = {
 }
 CLAVATA_JOB = {
     "jobUuid": col("job_uuid"),
-    "status": col("status"),
+    "status": col("status", kind=JOB_STATUS, strict=True),
     "customerId": col("customer_id"),
     "policyId": col("policy_id"),
     "policyVersionId": col("policy_version_id"),
     "labelId": col("label_id"),
     "labelVersionId": col("label_version_id"),
-    "jobType": col("job_type"),
+    "jobType": col("job_type", kind=JOB_TYPE, strict=True),
     "threshold": col("threshold"),
     "created": ts("created"),
     "updated": ts("updated"),
@@ -116,8 +129,8 @@ CLAVATA_REPORT = {
     "policyVersionId": col("policy_version_id"),
     "labelId": col("label_id"),
     "labelVersionId": col("label_version_id"),
-    "result": col("outcome"),  # deprecated; the outcome when reviewResult is missing
-    "reviewResult": Sub({"outcome": col("outcome"), "score": col("score")}),
+    "result": col("outcome", kind=OUTCOME),  # deprecated; the outcome when reviewResult is missing
+    "reviewResult": Sub({"outcome": col("outcome", kind=OUTCOME, strict=True), "score": col("score")}),
     "threshold": col("threshold"),
     "labelMatches": col("label_matches"),
     "sectionEvaluationReports": col("section_evaluation_reports"),
@@ -148,6 +161,12 @@ TALONIC_JOB = {
     "created_at": ts("created_at"),
     "started_at": ts("started_at"),
     "completed_at": ts("completed_at"),
+}
+TALONIC_RESULTS = {  # the results body around `data`: the job's record carries it (extra_fields under `results`)
+    "job_id": col("job_id"),
+    "schema": Sub({"id": col("schema_id"), "name": col("schema_name")}),
+    "total_rows": col("total_rows"),
+    "data": CHILDREN,
 }
 TALONIC_ROW = {
     "id": col("id"),
@@ -186,10 +205,18 @@ def instant(value: t.Any) -> datetime | None:
     return None
 
 
+def finer_than_micros(sent: t.Any) -> bool:
+    found = re.search(r"\d{2}:\d{2}:\d{2}[.,](\d+)", sent) if isinstance(sent, str) else None
+    return bool(found and found[1][6:].strip("0"))
+
+
 def same(sent: t.Any, emitted: t.Any, kind: str = "same") -> bool:
     if kind == "time":
+        # A column holds microseconds: a string with finer digits is recoverable only as sent (extra_fields).
         a, b = instant(sent), instant(emitted)
-        return a is not None and a == b
+        return a is not None and a == b and not finer_than_micros(sent)
+    if kind in ENUM_FACTS and isinstance(sent, int) and not isinstance(sent, bool):
+        return emitted == ENUM_FACTS[kind].get(sent, object())
     if kind == "fraction" and isinstance(sent, (int, float)) and isinstance(emitted, (int, float)):
         return any(abs(emitted - x) < 1e-9 for x in (sent, sent * 100, sent / 100))
     return json.dumps(sent, sort_keys=True) == json.dumps(emitted, sort_keys=True) or (
@@ -212,6 +239,13 @@ def lost_fields(obj: dict, record: dict, spec: dict, path: tuple[str, ...] = ())
         rule = spec.get(key)
         if rule == CHILDREN:
             continue
+        if isinstance(rule, Col) and rule.strict:
+            contradicted = [
+                n for n in rule.names if record.get(n) is not None and not same(value, record[n], rule.kind)
+            ]
+            if contradicted:  # e.g. an enum number decoded by the wrong table: the column says the opposite
+                lost.append(f"{where}={json.dumps(value)} altered: {contradicted[0]}={record[contradicted[0]]!r}")
+                continue
         in_extra = key in extra and same(value, extra[key])
         nested = extra
         for step in path:  # nested reports may keep their unknown fields under their parent's key
@@ -229,10 +263,43 @@ def lost_fields(obj: dict, record: dict, spec: dict, path: tuple[str, ...] = ())
             name in record and same(value, record[name], rule.kind) for name in rule.names
         ):
             continue
+        if isinstance(rule, Col) and isinstance(value, dict):
+            # A typed object column holds the declared sub-fields; the others are in extra_fields under the key.
+            holders = [record[name] for name in rule.names if isinstance(record.get(name), dict)]
+            sub_extra = nested.get(key) if isinstance(nested, dict) else None
+            missing = covered(value, holders[0] if holders else {}, sub_extra if isinstance(sub_extra, dict) else {})
+            if holders and not missing:
+                continue
+            if holders:
+                lost += [f"{where}.{m}" for m in missing]
+                continue
         if snake(key) in record and same(value, record[snake(key)]):
             continue
         lost.append(f"{where}={json.dumps(value)[:80]}")
     return lost
+
+
+def covered(sent: dict, column: dict, extra: dict, path: tuple[str, ...] = ()) -> list[str]:
+    """The sub-fields of `sent` that neither the object column nor `extra_fields` (at the same path) holds."""
+    missing = []
+    for key, value in sent.items():
+        if empty(value):
+            continue
+        here, kept = column.get(key), extra.get(key)
+        if same(value, here) or same(value, kept):
+            continue
+        if isinstance(value, dict):
+            missing += covered(
+                value,
+                here if isinstance(here, dict) else {},
+                kept if isinstance(kept, dict) else {},
+                (*path, key),
+            )
+            continue
+        if isinstance(value, int) and any(same(value, here, kind) for kind in ENUM_FACTS) and kept == value:
+            continue  # an enum number decoded in the column, and kept as sent
+        missing.append(f"{'.'.join((*path, key))}={json.dumps(value)[:60]}")
+    return missing
 
 
 def validators(run: t.Any) -> dict[str, jsonschema.Draft7Validator]:
@@ -269,8 +336,9 @@ def check_cognite(responses: dict, run: t.Any) -> tuple[int, list[str]]:
             assert record is not None, f"no record for predict job {m[1]}"
             checked += 1
             lost += [f"predict job {body['jobId']}: {f}" for f in lost_fields(body, record, PREDICT_JOB)]
-            items = body.get("items") or [] if body.get("status") == "Completed" else []
-            assert record["item_count"] == (len(items) if body.get("status") == "Completed" else None)
+            finished = body.get("status") in ("Completed", "Failed")  # terminal: the item count is known (0 if failed)
+            items = body.get("items") or [] if finished else []
+            assert record["item_count"] == (len(items) if finished else None)
             for index, item in enumerate(items):
                 row = _one(run.records("match_results"), job_id=body["jobId"], item_index=index)
                 assert row is not None, f"no match_results row {index} of job {body['jobId']}"
@@ -311,7 +379,8 @@ def check_clavata(responses: dict, run: t.Any) -> tuple[int, list[str]]:
     checked, lost = 0, []
     for summary in responses["/v1/jobs"]["jobs"]:
         uuid = summary["jobUuid"]
-        finished = summary["status"] in ("JOB_STATUS_COMPLETED", "JOB_STATUS_FAILED", "JOB_STATUS_CANCELED")
+        status = ENUM_FACTS[JOB_STATUS].get(summary["status"], summary["status"])  # a number, as the vendor numbers it
+        finished = status in ("JOB_STATUS_COMPLETED", "JOB_STATUS_FAILED", "JOB_STATUS_CANCELED")
         job = responses[f"/v1/jobs/{uuid}"]["job"] if finished else summary
         record = _one(run.records("clavata_jobs"), job_uuid=uuid)
         assert record is not None, f"no record for Clavata job {uuid}"
@@ -335,7 +404,12 @@ def check_talonic(responses: dict, run: t.Any) -> tuple[int, list[str]]:
         assert record is not None, f"no record for Talonic job {job['id']}"
         checked += 1
         lost += [f"job {job['id']}: {f}" for f in lost_fields(job, record, TALONIC_JOB)]
-        rows = (responses.get(f"/v1/jobs/{job['id']}/results") or {}).get("data") or []
+        results = responses.get(f"/v1/jobs/{job['id']}/results") or {}
+        if results and job.get("status") not in ("pending", "queued"):
+            checked += 1
+            envelope_view = {**record, "extra_fields": (record.get("extra_fields") or {}).get("results")}
+            lost += [f"job {job['id']} results: {f}" for f in lost_fields(results, envelope_view, TALONIC_RESULTS)]
+        rows = results.get("data") or []
         emitted = [r for r in run.records("extraction_rows") if r["job_id"] == job["id"]]
         assert len(emitted) == len(rows), f"job {job['id']}: {len(emitted)} records for {len(rows)} rows"
         assert len({r["id"] for r in emitted}) == len(emitted), "row ids are not unique"

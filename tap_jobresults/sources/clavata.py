@@ -12,36 +12,99 @@ import typing as t
 
 from tap_jobresults.errors import MalformedPayload
 from tap_jobresults.lifecycle import FetchedJob, JobKey, JobRef
-from tap_jobresults.records import Unfit, build, col, to_list, to_num, to_obj, to_str, to_ts
+from tap_jobresults.records import Partial, Unfit, build, col, to_num, to_str, to_ts, typed
 from tap_jobresults.sources.base import JobSource, Listing, created_of, objects, path_id, require, same_job
-from tap_jobresults.streams import JobStream, ResultStream
+from tap_jobresults.streams import JobStream, ResultStream, load_schema
 
 TERMINAL = frozenset({"JOB_STATUS_COMPLETED", "JOB_STATUS_FAILED", "JOB_STATUS_CANCELED"})
-JOB_STATUSES = (
-    "JOB_STATUS_UNSPECIFIED",
-    "JOB_STATUS_PENDING",
-    "JOB_STATUS_RUNNING",
-    "JOB_STATUS_COMPLETED",
-    "JOB_STATUS_FAILED",
-    "JOB_STATUS_CANCELED",
-)  # index = proto enum number
-OUTCOMES = ("OUTCOME_UNSPECIFIED", "OUTCOME_TRUE", "OUTCOME_FALSE", "OUTCOME_FAILED")
 PAGE_SIZE = 500
 
+# Every enum the tap decodes, numbered as the vendor's descriptors number them (clavataai/gosdk
+# internal/protobufs/shared/v1/public.pb.go `*_name` maps; JobType from clavata-sdk 1.1.0's
+# public_pb2 descriptor). The gateway sends names by default and numbers when configured to
+# (protojson UseEnumNumbers); tests/fixtures/specs/clavata_enums.json holds the vendor's facts.
+ENUMS: dict[str, dict[int, str]] = {
+    "clavata.shared.v1.JobStatus": {
+        0: "JOB_STATUS_UNSPECIFIED",
+        1: "JOB_STATUS_PENDING",
+        2: "JOB_STATUS_RUNNING",
+        3: "JOB_STATUS_COMPLETED",
+        4: "JOB_STATUS_FAILED",
+        5: "JOB_STATUS_CANCELED",
+    },
+    "clavata.shared.v1.Outcome": {
+        0: "OUTCOME_UNSPECIFIED",
+        1: "OUTCOME_FALSE",
+        2: "OUTCOME_TRUE",
+        3: "OUTCOME_FAILED",
+    },
+    "clavata.shared.v1.JobType": {
+        0: "JOB_TYPE_UNSPECIFIED",
+        1: "JOB_TYPE_STANDARD",
+        2: "JOB_TYPE_BATCH",
+        3: "JOB_TYPE_FREE",
+        4: "JOB_TYPE_TEST",
+    },
+}
 
-def enum(names: tuple[str, ...]) -> t.Callable[[t.Any], str | None]:
-    """A proto enum as its name; a gateway may send the number."""
 
-    def convert(value: t.Any) -> str | None:
+def enum(full_name: str) -> t.Callable[[t.Any], t.Any]:
+    """A proto enum as its name. A number is decoded by the vendor's table; the column gets the
+    name and `extra_fields` keeps the number as sent. A number the table lacks (a value the
+    vendor added since) does not fit: the column stays unset and the number is kept as sent."""
+    names = ENUMS[full_name]
+
+    def convert(value: t.Any) -> t.Any:
         if isinstance(value, int) and not isinstance(value, bool):
-            if 0 <= value < len(names):
-                return names[value]
-            return str(value)
+            if value in names:
+                return Partial(names[value], value)
+            raise Unfit
         if isinstance(value, str):
             return value or None
         raise Unfit
 
     return convert
+
+
+def decode(full_name: str, value: t.Any) -> t.Any:
+    """An enum value as its name (the name as sent, a known number decoded, else as sent)."""
+    try:
+        converted = enum(full_name)(value)
+    except Unfit:
+        return value
+    return converted.value if isinstance(converted, Partial) else converted
+
+
+# Fields of the vendor's messages (tests/fixtures/specs/clavata_messages.json) that no column declares:
+# kept in extra_fields as sent (on their object's record; inside an array column's items, in the column
+# as sent), by decision. Keyed by the message and the field's JSON name.
+KEPT_AS_SENT = {
+    "Job.metadata": "INTERNAL (customerId, threshold: both have columns on the job)",
+    "Job.policyDraftId": "INTERNAL",
+    "Job.labelDraftId": "INTERNAL",
+    "ContentData.text": "INPUT_ONLY: never returned",
+    "ContentData.image": "INPUT_ONLY: never returned",
+    "ContentData.imageUrl": "INPUT_ONLY: never returned",
+    "ContentData.video": "INPUT_ONLY (PREVIEW): never returned",
+    "ContentData.audioUrl": "INPUT_ONLY (PREVIEW): never returned",
+    "ContentData.labels": "INTERNAL",
+    "ContentData.contentType": "INTERNAL",
+    "JobResult.uuid": "INTERNAL",
+    "PolicyEvaluationReport.name": "INTERNAL, deprecated",
+    "PolicyEvaluationReport.featureReports": "INTERNAL",
+    "PolicyEvaluationReport.internals": "INTERNAL",
+    "PolicyEvaluationReport.SectionEvaluationReport.sourceRange": "INTERNAL",
+    "PolicyEvaluationReport.AssertionEvaluationReport.sourceRange": "INTERNAL",
+    "PolicyEvaluationReport.ExceptionEvaluationReport.sourceRange": "INTERNAL",
+}
+
+JOB_STATUS = enum("clavata.shared.v1.JobStatus")
+OUTCOME = enum("clavata.shared.v1.Outcome")
+JOB_TYPE = enum("clavata.shared.v1.JobType")
+JOBS_SCHEMA = load_schema("clavata_jobs")["properties"]
+REPORTS_SCHEMA = load_schema("clavata_reports")["properties"]
+# Outcomes inside a typed object column are decoded too (the number is kept in extra_fields).
+EXCEPTION_REPORT_ENUMS = {("result",): OUTCOME, ("reviewResult", "outcome"): OUTCOME}
 
 
 def text(value: t.Any) -> str | None:
@@ -51,18 +114,18 @@ def text(value: t.Any) -> str | None:
 
 JOB = (
     col("job_uuid", "jobUuid", convert=text),
-    col("status", "status", convert=enum(JOB_STATUSES), default="JOB_STATUS_UNSPECIFIED"),
+    col("status", "status", convert=JOB_STATUS, default="JOB_STATUS_UNSPECIFIED"),
     col("customer_id", "customerId", convert=text),
     col("policy_id", "policyId", convert=text),
     col("policy_version_id", "policyVersionId", convert=text),
     col("label_id", "labelId", convert=text),
     col("label_version_id", "labelVersionId", convert=text),
-    col("job_type", "jobType", convert=enum(("JOB_TYPE_UNSPECIFIED",))),
+    col("job_type", "jobType", convert=JOB_TYPE),
     col("threshold", "threshold", convert=to_num, default=0.0),
     col("created", "created", convert=to_ts),
     col("updated", "updated", convert=to_ts),
     col("completed", "completed", convert=to_ts),
-    col("content_data", "contentData", convert=to_list, default=[]),
+    col("content_data", "contentData", convert=typed(JOBS_SCHEMA["content_data"]), default=[]),
 )
 
 REPORT = (
@@ -73,14 +136,23 @@ REPORT = (
     col("label_id", "report.labelId", convert=text),
     col("label_version_id", "report.labelVersionId", convert=text),
     # reviewResult.outcome, else the deprecated `result` (older reports, or an outcome proto3 left out)
-    col("outcome", "report.reviewResult.outcome", "report.result", convert=enum(OUTCOMES)),
+    col("outcome", "report.reviewResult.outcome", "report.result", convert=OUTCOME),
     col("score", "report.reviewResult.score", convert=to_num),
     col("threshold", "report.threshold", convert=to_num, default=0.0),
-    col("label_matches", "report.labelMatches", convert=to_obj, default={}),
-    col("section_evaluation_reports", "report.sectionEvaluationReports", convert=to_list, default=[]),
-    col("exception_evaluation_report", "report.exceptionEvaluationReport", convert=to_obj),
-    col("token_usage", "report.tokenUsage", convert=to_obj),
-    col("content_metadata", "report.contentMetadata", convert=to_obj, default={}),
+    col("label_matches", "report.labelMatches", convert=typed(REPORTS_SCHEMA["label_matches"]), default={}),
+    col(
+        "section_evaluation_reports",
+        "report.sectionEvaluationReports",
+        convert=typed(REPORTS_SCHEMA["section_evaluation_reports"]),
+        default=[],
+    ),
+    col(
+        "exception_evaluation_report",
+        "report.exceptionEvaluationReport",
+        convert=typed(REPORTS_SCHEMA["exception_evaluation_report"], EXCEPTION_REPORT_ENUMS),
+    ),
+    col("token_usage", "report.tokenUsage", convert=typed(REPORTS_SCHEMA["token_usage"])),
+    col("content_metadata", "report.contentMetadata", convert=typed(REPORTS_SCHEMA["content_metadata"]), default={}),
     col("created", "created", convert=to_ts),
     col("job_uuid", "jobUuid", convert=text),
 )
@@ -134,7 +206,9 @@ class ClavataJobs(JobSource):
     def fetch(self, partition: str, ref: JobRef, want_results: bool) -> FetchedJob:
         what = ref.label
         summary = ref.summary
-        if summary is not None and not self.is_finished(enum(JOB_STATUSES)(summary.get("status") or 0)):
+        if summary is not None and not self.is_finished(
+            decode("clavata.shared.v1.JobStatus", summary.get("status") or 0)
+        ):
             job = summary  # "Incomplete jobs will only include basic information" anyway
             has_results = False
         else:

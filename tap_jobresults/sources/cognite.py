@@ -13,7 +13,18 @@ import typing as t
 
 from tap_jobresults.errors import MalformedPayload
 from tap_jobresults.lifecycle import Bookmark, ConfiguredJobs, FetchedJob, JobKey, JobRef
-from tap_jobresults.records import build, col, to_int, to_int_list, to_list, to_num, to_obj, to_str, to_str_list, to_ts
+from tap_jobresults.records import (
+    build,
+    col,
+    to_int,
+    to_int_list,
+    to_num,
+    to_obj,
+    to_str,
+    to_str_list,
+    to_ts,
+    typed,
+)
 from tap_jobresults.sources.base import (
     BODY,
     JobSource,
@@ -26,7 +37,7 @@ from tap_jobresults.sources.base import (
     same_job,
     split_body,
 )
-from tap_jobresults.streams import JobStream, ResultStream
+from tap_jobresults.streams import JobStream, ResultStream, load_schema
 
 TERMINAL = frozenset({"Completed", "Failed"})  # SDK JobStatus; Queued/Running/Distributing/... are not
 PIPELINE_HEADERS = {"cdf-version": "20230101-beta"}
@@ -51,7 +62,7 @@ SUMMARY = (
 PREDICT_JOB = (col("job_id", "jobId", convert=to_int), *SUMMARY, col("model_id", "modelId", convert=to_int))
 ITEM = (
     col("source", "source", "matchFrom", convert=to_obj),  # matchFrom: the SDKs' older name
-    col("matches", "matches", convert=to_list, default=[]),
+    col("matches", "matches", convert=typed(load_schema("match_results")["properties"]["matches"]), default=[]),
 )
 RUN = (
     col("run_id", "jobId", convert=to_int),
@@ -70,15 +81,16 @@ SUGGESTED_RULE = (
     col("num_matches", "numMatches", convert=to_int),
     col("avg_score", "avgScore", convert=to_num),
     col("match_index", "matchIndex", convert=to_int_list),
-    col("matches", "matches", convert=to_list),
+    col("matches", "matches", convert=typed(load_schema("suggested_rules")["properties"]["matches"])),
 )
+GENERATED = load_schema("generated_rules")["properties"]
 GENERATED_RULE = (
-    col("extractors", "extractors", convert=to_list),
-    col("conditions", "conditions", convert=to_list),
+    col("extractors", "extractors", convert=typed(GENERATED["extractors"])),
+    col("conditions", "conditions", convert=typed(GENERATED["conditions"])),
     col("priority", "priority", convert=to_int),
     col("num_conflicts", "numConflicts", convert=to_int),
     col("num_overlaps", "numOverlaps", convert=to_int),
-    col("matches", "matches", convert=to_list),
+    col("matches", "matches", convert=typed(GENERATED["matches"])),
 )
 RUN_ARRAYS = ("matches", "suggestedRules", "generatedRules")
 

@@ -15,7 +15,20 @@ import typing as t
 
 from tap_jobresults.errors import MalformedPayload, NotFoundError
 from tap_jobresults.lifecycle import FetchedJob, JobKey, JobRef
-from tap_jobresults.records import Unfit, build, col, to_int, to_list, to_num, to_obj, to_str, to_ts
+from tap_jobresults.records import (
+    MISSING,
+    Partial,
+    Unfit,
+    build,
+    col,
+    to_int,
+    to_list,
+    to_num,
+    to_obj,
+    to_str,
+    to_ts,
+    typed,
+)
 from tap_jobresults.sources.base import (
     BODY,
     JobSource,
@@ -29,21 +42,46 @@ from tap_jobresults.sources.base import (
     same_job,
     split_body,
 )
-from tap_jobresults.streams import JobStream, ResultStream
+from tap_jobresults.streams import JobStream, ResultStream, load_schema
 
 TERMINAL = frozenset({"complete", "completed", "failed", "cancelled", "canceled"})
 PAGE_LIMIT = 100  # documented maximum is 500; 100 keeps a page's latency low
 
 
-def percent(value: t.Any) -> float | int:
+def percent(value: t.Any) -> t.Any:
     """`progress` as a percentage: the API reference says 0-100, an older draft a 0-1 fraction
-    (1.0 when done). A non-integral number up to 1, or the float 1.0, is read as a fraction."""
+    (1.0 when done). A non-integral number up to 1, or the float 1.0, is read as a fraction (and
+    kept as sent in extra_fields)."""
     number = to_num(value)
     if isinstance(number, float) and 0 <= number <= 1 and (number < 1 or str(number) == "1.0"):
-        return round(number * 100, 6)
+        return Partial(round(number * 100, 6), value)
     if not 0 <= number <= 100:
         raise Unfit
     return number
+
+
+JOBS_SCHEMA = load_schema("extraction_jobs")["properties"]
+
+# Fields of the vendor's models (tests/fixtures/specs/talonic_models.json) that no column declares: kept in
+# the job's extra_fields as sent, by decision (the results envelope's under `results`).
+KEPT_AS_SENT = {
+    "JobResponse.estimated_seconds_remaining": "documented as 'currently always null'",
+    "JobResponse.links": "URLs of the job's own API resources (self, cancel, dashboard)",
+    "NodeJob.extraction_id": "Node SDK only; no documented meaning",
+    "NodeJob.message": "Node SDK only: free text",
+    "NodeJob.links": "URLs of the job's own API resources (self, results)",
+    "NodeJob.cancelled_at": "Node SDK only (kept as sent, not normalised)",
+    "NodeJob.estimated_completion": "Node SDK only: an estimate",
+    "JobResultsResponse.job_status": "also the job_status column of every row; kept whole in extra_fields.results",
+    "JobResultsResponse.links": "URLs of the results and the job (self, job)",
+}
+# The results envelope's fields that have columns on the job (the others: KEPT_AS_SENT, under `results`).
+ENVELOPE_COLUMNS = {
+    "job_id": "job_id",
+    "schema.id": "schema_id",
+    "schema.name": "schema_name",
+    "total_rows": "total_rows",
+}
 
 
 JOB = (
@@ -57,8 +95,8 @@ JOB = (
     col("failed_documents", "failed_documents", convert=to_int),
     col("progress", "progress", convert=percent),
     col("current_phase", "current_phase", "phase", convert=to_str),
-    col("grid_stats", "grid_stats", convert=to_obj),
-    col("error", "error", convert=to_obj),
+    col("grid_stats", "grid_stats", convert=typed(JOBS_SCHEMA["grid_stats"])),
+    col("error", "error", convert=typed(JOBS_SCHEMA["error"])),
     col("error_code", "error.code", convert=to_str),
     col("error_message", "error.message", convert=to_str),
     col("created_at", "created_at", convert=to_ts),
@@ -151,9 +189,7 @@ class ExtractionJobs(JobSource):
         if record["job_id"] is None:
             raise MalformedPayload("talonic", what, "required field 'id' is missing")
         same_job("talonic", what, ref.key.id, record["job_id"], "id")
-        raw_progress = job.get("progress")
-        if record["progress"] is not None and record["progress"] != raw_progress:
-            record["extra_fields"] = {**(record["extra_fields"] or {}), "progress": raw_progress}  # as sent
+        record["total_rows"] = None
         status = record["status"] or ""
         record["finished"] = self.is_finished(status)
         if self.is_before_start(record["created_at"]):
@@ -178,6 +214,7 @@ class ExtractionJobs(JobSource):
                 # {} or data: null for a job whose listing says it has documents is a failed fetch, not
                 # "0 rows, done" (an explicit empty `data` is taken at its word).
                 raise MalformedPayload("talonic", results_what, f"no 'data', but the job reports {promised} documents")
+            self._land_envelope(record, small)
             job_status = small.get("job_status")
             payload = {"job_status": job_status if isinstance(job_status, str) else None, "rows": rows}
             if isinstance(job_status, str) and not self.is_finished(job_status):
@@ -187,6 +224,43 @@ class ExtractionJobs(JobSource):
             if not rows:
                 payload = None
         return FetchedJob(ref, finished=record["finished"], record=record, payload=payload)
+
+    def _land_envelope(self, record: dict, envelope: dict) -> None:
+        """The results body's fields around `data` (job_id, job_status, schema, total_rows, links, and
+        whatever the vendor adds): `schema` fills schema_id/schema_name where the listing had none,
+        `total_rows` has its column, and the rest is kept in the job's extra_fields under `results`,
+        as sent (job_id only when it is not the job's own ID; schema only where it says something the
+        columns do not)."""
+        envelope = dict(envelope)
+        schema = envelope.get("schema")
+        if isinstance(schema, dict):
+            rest = dict(schema)
+            for column, key in (("schema_id", "id"), ("schema_name", "name")):
+                value = rest.get(key)
+                try:
+                    value = to_str(value) if value is not None else None
+                except Unfit:
+                    continue  # kept as sent
+                if value is not None and record[column] is None:
+                    record[column] = value
+                if value is None or record[column] == value:
+                    rest.pop(key, None)
+            if rest:
+                envelope["schema"] = rest
+            else:
+                del envelope["schema"]
+        if envelope.get("schema", MISSING) is None:
+            del envelope["schema"]
+        try:
+            record["total_rows"] = to_int(envelope["total_rows"]) if envelope.get("total_rows") is not None else None
+            envelope.pop("total_rows", None)
+        except Unfit:
+            pass  # kept as sent
+        if str(envelope.get("job_id")) == record["job_id"]:
+            del envelope["job_id"]
+        envelope = {key: value for key, value in envelope.items() if value is not None}
+        if envelope:
+            record["extra_fields"] = {**(record["extra_fields"] or {}), "results": envelope}
 
 
 class ExtractionJobsStream(JobStream):

@@ -11,7 +11,9 @@ Realistic mode (`self.realistic`): half the jobs (by UUID) come marshalled the w
 protojson does with `EmitUnpopulated: true` (clavataai/gosdk vendors grpc-gateway's marshaler with it
 on): unset messages `null`, strings `""`, lists `[]`, INTERNAL fields present and empty; the other half
 with zero values left out. Timestamps carry 9 fractional digits; listings come in no particular order;
-429s carry no `Retry-After`.
+429s carry no `Retry-After`. A third of the jobs (by UUID) come with enums as numbers, as a gateway
+configured with protojson `UseEnumNumbers` sends them (numbering: ENUM_NUMBERS, the vendor's; a
+job added with `enum_numbers=True` always does).
 """
 
 from __future__ import annotations
@@ -35,6 +37,34 @@ JOB_STATUSES = [
     "JOB_STATUS_FAILED",
     "JOB_STATUS_CANCELED",
 ]  # index = proto number; the gateway takes either
+
+
+# The vendor's numbering (clavataai/gosdk internal/protobufs/shared/v1/public.pb.go; JobType: clavata-sdk
+# 1.1.0 public_pb2), written out here independently of the tap's tables.
+ENUM_NUMBERS = {
+    **{name: number for number, name in enumerate(JOB_STATUSES)},
+    "OUTCOME_UNSPECIFIED": 0,
+    "OUTCOME_FALSE": 1,
+    "OUTCOME_TRUE": 2,
+    "OUTCOME_FAILED": 3,
+    "JOB_TYPE_UNSPECIFIED": 0,
+    "JOB_TYPE_STANDARD": 1,
+    "JOB_TYPE_BATCH": 2,
+    "JOB_TYPE_FREE": 3,
+    "JOB_TYPE_TEST": 4,
+}
+ENUM_FIELDS = {"status", "jobType", "result", "outcome"}
+
+
+def _numbered(value: t.Any) -> t.Any:
+    """Every enum field as its number (protojson UseEnumNumbers), at every depth."""
+    if isinstance(value, dict):
+        return {
+            k: ENUM_NUMBERS[v] if k in ENUM_FIELDS and v in ENUM_NUMBERS else _numbered(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_numbered(v) for v in value]
+    return value
 
 
 def _prune(value: t.Any) -> t.Any:
@@ -152,6 +182,7 @@ class ClavataServer(VendorServer):
         created: t.Any = None,
         deprecated_result_only: bool = False,
         omit_zero_fields: bool = True,
+        enum_numbers: bool = False,
     ) -> str:
         job_uuid = new_uuid()
         if isinstance(created, str):
@@ -169,6 +200,7 @@ class ClavataServer(VendorServer):
                 "completed": None,
                 "legacy": deprecated_result_only,
                 "omit_zero": omit_zero_fields,
+                "numbers": enum_numbers,
             }
             if status in TERMINAL:
                 self.jobs[job_uuid]["completed"] = self.jobs[job_uuid]["updated"] = created + timedelta(seconds=30)
@@ -256,6 +288,8 @@ class ClavataServer(VendorServer):
             ]
             done = job["status"] == "JOB_STATUS_COMPLETED"
             body["results"] = [self._report(job, i) for i in range(job["n"])] if done else []
+        if job["numbers"] or (self.realistic and int(job["uuid"][-2], 16) % 3 == 0):
+            body = _numbered(body)
         if self.realistic:
             return _prune(body) if int(job["uuid"][-1], 16) % 2 else _emit_unpopulated_job(body)
         return _prune(body) if job["omit_zero"] else body
