@@ -5,7 +5,7 @@ Run with the Python of the target's virtualenv (.venv-target-snowflake, where fa
     .venv-target-snowflake/bin/python tests/snowflake_emulator.py
 
 It prints `port <n>` once the server listens (and writes the port to --port-file) and serves until its stdin closes
-(or SIGTERM/SIGINT). The server logs every request to stdout: read it, or send it to a file.
+(or SIGTERM/SIGINT). It logs warnings and errors only (uvicorn's access log is off).
 
 fakesnow 0.12.1 (https://github.com/tekumara/fakesnow) speaks Snowflake's wire protocol on top of DuckDB. It takes
 meltanolabs-target-snowflake 0.19.2's connection, schema, tables and file formats as they are, but not the target's
@@ -37,15 +37,15 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
-import fakesnow
-
-serve_fakesnow = fakesnow.server  # the function; importing the module of the same name replaces the package attribute
-import fakesnow.server  # noqa: E402
+import fakesnow.server
+import uvicorn
 from fakesnow.cursor import FakeSnowflakeCursor
 from fakesnow.expr import normalise_ident
 from fakesnow.transforms import stage
@@ -76,7 +76,7 @@ MERGE = re.compile(
 
 def _user_stage(cursor: FakeSnowflakeCursor) -> str:
     """The named stage standing in for the user stage `@~` of the session's database (created on first use)."""
-    database = cursor._conn.database  # noqa: SLF001
+    database = cursor._conn.database
     if not database:
         raise _error(cursor, "the emulated user stage needs a current database")
     name = f"{database}.{USER_STAGE_SCHEMA}.{USER_STAGE}"
@@ -102,7 +102,7 @@ def _stage_files(cursor: FakeSnowflakeCursor, path: str) -> list[str]:
 
 def _json_format(cursor: FakeSnowflakeCursor, name: str) -> None:
     """The file format must exist and be JSON (the only type the adapter reads)."""
-    options = lookup_file_format(cursor._duck_conn, name, cursor._conn.database, cursor._conn.schema)  # noqa: SLF001
+    options = lookup_file_format(cursor._duck_conn, name, cursor._conn.database, cursor._conn.schema)
     kind = str(options.get("TYPE", "CSV")).upper()
     if kind != "JSON":
         raise _error(cursor, f"file format {name} is {kind}; the adapter reads JSON only")
@@ -113,9 +113,9 @@ def _load_staged(cursor: FakeSnowflakeCursor, path: str) -> tuple[str, list[str]
     files = _stage_files(cursor, path)
     if not files:
         raise _error(cursor, f"no files staged at @~/{path}")
-    table = f'{cursor._conn.database}.{USER_STAGE_SCHEMA}."_staged_{uuid.uuid4().hex}"'  # noqa: SLF001
+    table = f'{cursor._conn.database}.{USER_STAGE_SCHEMA}."_staged_{uuid.uuid4().hex}"'
     listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    cursor._duck_conn.execute(  # noqa: SLF001
+    cursor._duck_conn.execute(
         f"create table {table} as select row_number() over () as seq, filename as file, json as v "
         f"from read_json_objects([{listed}], filename = true)"
     )
@@ -143,7 +143,7 @@ def _quote(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def execute(self: FakeSnowflakeCursor, command: str, params=None, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+def execute(self: FakeSnowflakeCursor, command: str, params=None, *args, **kwargs):
     if not isinstance(command, str):
         return _execute(self, command, params, *args, **kwargs)
 
@@ -160,14 +160,14 @@ def execute(self: FakeSnowflakeCursor, command: str, params=None, *args, **kwarg
 
     if match := DROP_FORMAT.match(command):
         parts = [normalise_ident(p) for p in re.findall(r'"[^"]*"|[^.]+', match["name"])]
-        database, schema = self._conn.database, self._conn.schema  # noqa: SLF001
+        database, schema = self._conn.database, self._conn.schema
         if len(parts) == 3:
             database, schema, name = parts
         elif len(parts) == 2:
             schema, name = parts
         else:
             name = parts[0]
-        self._duck_conn.execute(  # noqa: SLF001
+        self._duck_conn.execute(
             "delete from _fs_global._fs_information_schema._fs_file_formats "
             "where database_name = ? and schema_name = ? and name = ?",
             [database, schema, name],
@@ -179,11 +179,9 @@ def execute(self: FakeSnowflakeCursor, command: str, params=None, *args, **kwarg
         select, table, files = _from_staged(self, match["select"])
         try:
             _execute(self, f"insert into {match['table']} {match['columns']} {select}", params, *args, **kwargs)
-            counts = dict(
-                self._duck_conn.execute(f"select file, count(*) from {table} group by file").fetchall()  # noqa: SLF001
-            )
+            counts = dict(self._duck_conn.execute(f"select file, count(*) from {table} group by file").fetchall())
         finally:
-            self._duck_conn.execute(f"drop table if exists {table}")  # noqa: SLF001
+            self._duck_conn.execute(f"drop table if exists {table}")
         result = " union all ".join(
             f"select {_quote(os.path.basename(f))} as file, 'LOADED' as status, {counts.get(f, 0)} as rows_parsed, "
             f"{counts.get(f, 0)} as rows_loaded, 1 as error_limit, 0 as errors_seen, null as first_error, "
@@ -196,13 +194,13 @@ def execute(self: FakeSnowflakeCursor, command: str, params=None, *args, **kwarg
         select, table, _ = _from_staged(self, match["select"])
         # fakesnow's MERGE takes a table as its source, not a subquery that reads a VARIANT column: the target's
         # own SELECT (casts, QUALIFY dedup) runs first into a scratch table, then the target's own MERGE from it.
-        source = f'{self._conn.database}.{USER_STAGE_SCHEMA}."_source_{uuid.uuid4().hex}"'  # noqa: SLF001
+        source = f'{self._conn.database}.{USER_STAGE_SCHEMA}."_source_{uuid.uuid4().hex}"'
         try:
             _execute(self, f"create table {source} as {select}", params, *args, **kwargs)
             return _execute(self, f"{match['head']}{source} {match['alias']} {match['tail']}", None, *args, **kwargs)
         finally:
-            self._duck_conn.execute(f"drop table if exists {table}")  # noqa: SLF001
-            self._duck_conn.execute(f"drop table if exists {source}")  # noqa: SLF001
+            self._duck_conn.execute(f"drop table if exists {table}")
+            self._duck_conn.execute(f"drop table if exists {source}")
 
     if "@~" in command:
         raise _error(self, f"a statement on the user stage the adapter does not handle: {command[:200]}")
@@ -216,12 +214,23 @@ def serve(port: int, port_file: Path | None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-    with serve_fakesnow(port=port or None) as kwargs:
-        if port_file:
-            port_file.with_suffix(".tmp").write_text(str(kwargs["port"]))
-            port_file.with_suffix(".tmp").replace(port_file)
-        print(f"port {kwargs['port']}", flush=True)
-        stop.wait()
+    listener = socket.create_server(("127.0.0.1", port))
+    # fakesnow's own Starlette app; warnings only (an access log line per request would be most of the time).
+    server = uvicorn.Server(uvicorn.Config(fakesnow.server.app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    if not server.started:
+        raise SystemExit("the emulator did not start")
+    bound = listener.getsockname()[1]
+    if port_file:
+        port_file.with_suffix(".tmp").write_text(str(bound))
+        port_file.with_suffix(".tmp").replace(port_file)
+    print(f"port {bound}", flush=True)
+    stop.wait()
+    server.should_exit = True
+    thread.join(timeout=10)
 
 
 def query(port: int, database: str) -> None:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import ROOT, populate, run_tap
+from tests.conftest import CONTRACT_KEYS, ROOT, populate, run_tap
 from tests.test_meltano_postgres import _env, _meltano, meltano_installed  # noqa: F401  (a fixture)
 
 psycopg = pytest.importorskip("psycopg")
@@ -76,7 +76,9 @@ def _load(config: dict, state: dict | None, schema: str, tmp_path: Path) -> dict
     return run.state
 
 
-def _dbt(command: list[str], source_schema: str, model_schema: str, tmp_path: Path) -> tuple[int, dict, str]:
+def _dbt(
+    command: list[str], source_schema: str, model_schema: str, tmp_path: Path, extra_vars: dict | None = None
+) -> tuple[int, dict, str]:
     """Runs dbt as a user would (PG*, DBT_SCHEMA, --vars source_schema); returns rc, the results file, output."""
     if not DBT.exists():
         pytest.fail(f"run `make test`: it installs dbt into {DBT.parent.parent}")
@@ -86,6 +88,7 @@ def _dbt(command: list[str], source_schema: str, model_schema: str, tmp_path: Pa
     dbt_vars = {"source_schema": source_schema}
     if "sync_runs" not in tables:  # a tap from before the heartbeat stream
         dbt_vars["sync_runs_enabled"] = False
+    dbt_vars.update(extra_vars or {})
     target_path = tmp_path / "dbt-target"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBT_"))},
@@ -298,3 +301,79 @@ def test_meltano_run_tap_target_then_dbt_postgres_build(apis, schemas):
     failed = _query(f'select job_stream, error_message from "{model_schema}".review_failed_jobs order by 1')
     assert ("entity_matching_jobs", "model not found") in failed and ("pipeline_runs", "boom") in failed
     assert len(_query(f'select * from "{model_schema}".review_running_jobs')) == 4
+
+
+VENDORS = ("cognite", "clavata", "talonic")
+# What each vendor brings: its source tables, and the models and singular tests that read only them.
+VENDOR_NODES = {
+    "cognite": {
+        "entity_matching_jobs", "match_results", "pipeline_runs", "pipeline_matches", "suggested_rules",
+        "generated_rules", "stg_entity_matching_jobs", "stg_match_results", "stg_match_candidates",
+        "stg_pipeline_runs", "stg_pipeline_matches", "stg_suggested_rules", "stg_generated_rules",
+        "review_low_score_matches", "review_ambiguous_matches", "ambiguous_matches_are_the_two_best_candidates",
+        "low_score_matches_are_every_candidate_below_threshold", "match_candidates_map_to_one_match_result",
+    },
+    "clavata": {
+        "clavata_jobs", "clavata_reports", "stg_clavata_jobs", "stg_clavata_reports", "stg_clavata_section_reports",
+        "review_policy_outcomes", "policy_outcomes_count_every_report", "section_reports_map_back_to_their_report",
+    },
+    "talonic": {
+        "extraction_jobs", "extraction_rows", "stg_extraction_jobs", "stg_extraction_rows", "stg_extraction_fields",
+        "stg_extraction_flags", "review_flagged_extraction_fields", "flagged_fields_count_every_flag",
+    },
+}  # fmt: skip
+JOB_STREAMS = {"cognite": {"entity_matching_jobs", "pipeline_runs"}, "clavata": {"clavata_jobs"},
+               "talonic": {"extraction_jobs"}}  # fmt: skip
+
+
+def _node_names(results: dict) -> set[str]:
+    """Model and source names, and singular test names, of a run_results / sources file."""
+    names = set()
+    for r in results["results"]:
+        kind, *_, name = r["unique_id"].split(".")
+        if kind in ("model", "source") or (kind == "test" and len(r["unique_id"].split(".")) == 3):
+            names.add(name)
+    return names
+
+
+@pytest.mark.parametrize(
+    "vendors", [("cognite",), ("clavata",), ("talonic",), ("clavata", "talonic")], ids=lambda v: "+".join(v)
+)
+def test_dbt_builds_with_any_subset_of_vendors(vendors, apis, schemas, tmp_path):
+    """The tap configured for some vendors lands only their tables; with the other vendors switched off
+    (`<vendor>_enabled: false`) `dbt build` and `dbt source freshness` pass and read only what exists."""
+    source_schema, model_schema = schemas
+    populate(apis)
+    _load(apis.config(sources=vendors), None, source_schema, tmp_path)
+    tables = {
+        r[0] for r in _query("select table_name from information_schema.tables where table_schema = %s", source_schema)
+    }
+    assert tables == {t for v in vendors for t in VENDOR_NODES[v] if t in CONTRACT_KEYS} | {"sync_runs"}
+    off = {f"{v}_enabled": False for v in VENDORS if v not in vendors}
+
+    if vendors == ("talonic",):
+        # Left on, a vendor without tables stops the build at the start, naming its tables and the var to set.
+        rc, _, output = _dbt(["build"], source_schema, model_schema, tmp_path)
+        assert rc != 0
+        for vendor, table in (("cognite", "entity_matching_jobs"), ("clavata", "clavata_jobs")):
+            assert f'"{vendor}_enabled": false' in output, output[-3000:]
+            assert f"{source_schema}.{table}" in output, output[-3000:]
+
+    rc, results, output = _dbt(["build"], source_schema, model_schema, tmp_path, off)
+    assert rc == 0, output[-5000:]
+    bad = {r["unique_id"]: r["status"] for r in results["results"] if r["status"] not in ("success", "pass")}
+    assert not bad, bad
+    built = _node_names(results)
+    for vendor in VENDORS:
+        mine = VENDOR_NODES[vendor] - set(CONTRACT_KEYS)
+        assert (mine <= built) if vendor in vendors else not (mine & built), (vendor, sorted(built))
+    assert {"jobs", "review_running_jobs", "review_failed_jobs", "stg_sync_runs"} <= built
+    streams = {r[0] for r in _query(f'select distinct job_stream from "{model_schema}".jobs')}
+    assert streams == {s for v in vendors for s in JOB_STREAMS[v]}
+    running = _query(f'select job_stream from "{model_schema}".review_running_jobs')
+    assert sorted(r[0] for r in running) == sorted(s for v in vendors for s in JOB_STREAMS[v])
+
+    rc, freshness, output = _dbt(["source", "freshness"], source_schema, model_schema, tmp_path, off)
+    assert rc == 0, output[-5000:]
+    checked = {r["unique_id"].rsplit(".", 1)[1]: r["status"] for r in freshness["results"]}
+    assert set(checked) == tables and set(checked.values()) == {"pass"}, checked
