@@ -2,7 +2,8 @@
 
 Run with the Python of the target's virtualenv (.venv-target-snowflake, where fakesnow is pinned):
 
-    .venv-target-snowflake/bin/python tests/snowflake_emulator.py
+    .venv-target-snowflake/bin/python tests/snowflake_emulator.py serve [--port N] [--port-file FILE]
+    .venv-target-snowflake/bin/python tests/snowflake_emulator.py query --port N --database DB < statements.json
 
 It prints `port <n>` once the server listens (and writes the port to --port-file) and serves until its stdin closes
 (or SIGTERM/SIGINT). It logs warnings and errors only (uvicorn's access log is off).
@@ -10,22 +11,28 @@ It prints `port <n>` once the server listens (and writes the port to --port-file
 fakesnow 0.12.1 (https://github.com/tekumara/fakesnow) speaks Snowflake's wire protocol on top of DuckDB. It takes
 meltanolabs-target-snowflake 0.19.2's connection, schema, tables and file formats as they are, but not the target's
 statements that work on the user stage `@~` or on files in a stage. The adapter below rewrites those five, and only
-those, before fakesnow sees them:
+those, before fakesnow sees them, and lets Snowflake's unenforced PRIMARY KEY stay unenforced:
 
+- `CREATE TABLE ... PRIMARY KEY (...)`: the key clause is dropped. Snowflake records it but enforces only NOT NULL
+  (kept); DuckDB would reject a second row with the same key, which `append-only` loads on purpose.
 - `PUT 'file://...' '@~/<path>'`: `@~` becomes a named internal stage (`<database>._USER_STAGE.TILDE`), which
   fakesnow supports: the connector uploads the file to the emulator over HTTP, as it would to Snowflake.
 - `REMOVE '@~/<path>/'`: deletes the staged files under that path.
 - `DROP FILE FORMAT [IF EXISTS] <name>`: deletes the format from fakesnow's catalogue of file formats.
 - `MERGE INTO t USING (SELECT $1:key::TYPE AS col ... FROM '@~/<path>'(file_format => <name>) QUALIFY ...)`: the
-  staged JSON lines are read into a scratch table with one VARIANT column, and the statement runs with `$1` as that
-  column and `SEQ8()` as the row's position in the files. The MERGE itself (keys, update, insert) is fakesnow's.
+  staged JSON lines are read into a scratch table with one VARIANT column; the target's own source SELECT runs over
+  it (`$1` is that column, `SEQ8()` the row's position in the files) into a second scratch table, since fakesnow's
+  MERGE takes a table, not such a subquery, as its source; then the target's own MERGE (keys, update, insert)
+  runs from it.
 - `COPY INTO t (cols) FROM (SELECT $1:key::TYPE AS col ... FROM '@~/<path>') FILE_FORMAT = (FORMAT_NAME='<name>')`:
   the same scratch table, and an INSERT of the same SELECT; the result has COPY's columns (file, status,
   rows_parsed, rows_loaded, ...), one row per staged file.
 
 The named file format must exist (created by the target) and be of type JSON, or the statement fails as it would in
-Snowflake. So the test checks the target's DDL, type mapping, batching, staging round trip and merge keys; it does
-not check that Snowflake accepts the exact SQL of these five statements (fakesnow parses and runs the rest).
+Snowflake. A DuckDB error is returned as a SQL error (fakesnow's server would answer HTTP 500, which the connector
+retries for minutes). So the test checks the target's DDL, type mapping, batching, staging round trip and merge
+keys; it does not check that Snowflake accepts the exact SQL of these statements (fakesnow parses and runs the
+rest). `query` reads results through the Snowflake connector, for the test's checks.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import time
 import uuid
 from pathlib import Path
 
+import duckdb
 import fakesnow.server
 import uvicorn
 from fakesnow.cursor import FakeSnowflakeCursor
@@ -58,6 +66,8 @@ _execute = FakeSnowflakeCursor.execute
 _ready: set[str] = set()
 _lock = threading.Lock()
 
+CREATE_TABLE = re.compile(r"^\s*create\s+(?:or\s+replace\s+)?(?:temporary\s+)?table\s", re.I)
+PRIMARY_KEY = re.compile(r",\s*primary\s+key\s*\([^)]*\)", re.I)
 PUT = re.compile(r"^\s*put\s+(?P<src>'[^']*')\s+'@~/(?P<path>[^']*)'(?P<rest>.*)$", re.I | re.S)
 REMOVE = re.compile(r"^\s*remove\s+'@~/(?P<path>[^']*)'\s*;?\s*$", re.I | re.S)
 DROP_FORMAT = re.compile(r"^\s*drop\s+file\s+format\s+(?:if\s+exists\s+)?(?P<name>.+?)\s*;?\s*$", re.I | re.S)
@@ -144,7 +154,22 @@ def _quote(value: object) -> str:
 
 
 def execute(self: FakeSnowflakeCursor, command: str, params=None, *args, **kwargs):
+    try:
+        return _adapted(self, command, params, *args, **kwargs)
+    except duckdb.Error as e:
+        # A DuckDB error surfaces as HTTP 500, which the connector retries for minutes: report it as a SQL error.
+        import snowflake.connector.errors
+
+        raise snowflake.connector.errors.ProgrammingError(msg=f"{type(e).__name__}: {e}", errno=100000) from e
+
+
+def _adapted(self: FakeSnowflakeCursor, command: str, params=None, *args, **kwargs):
     if not isinstance(command, str):
+        return _execute(self, command, params, *args, **kwargs)
+
+    if CREATE_TABLE.match(command):
+        # Snowflake records PRIMARY KEY but does not enforce it (only NOT NULL is enforced); DuckDB would.
+        command = PRIMARY_KEY.sub("", command)
         return _execute(self, command, params, *args, **kwargs)
 
     if match := PUT.match(command):

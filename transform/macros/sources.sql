@@ -26,7 +26,7 @@
   (not configured) fails here with the tables and the var to set, instead of 30 errors about missing relations.
 #}
 {% macro check_source_tables() %}
-  {%- if execute and flags.WHICH in ('build', 'run', 'test', 'source') -%}
+  {%- if execute and flags.WHICH in ('build', 'run', 'test', 'source', 'freshness') -%}
     {%- set vendors = {
       'entity_matching_jobs': 'cognite', 'match_results': 'cognite', 'pipeline_runs': 'cognite',
       'pipeline_matches': 'cognite', 'suggested_rules': 'cognite', 'generated_rules': 'cognite',
