@@ -53,9 +53,17 @@ demo-postgres: install .venv-target-postgres/bin/target-postgres $(DBT_VENV)/bin
 	$(PYTHON) -m venv .venv-dagster
 	.venv-dagster/bin/pip install --quiet 'dagster==1.13.28' 'elt-dagster-meltano==1.0.1'
 
-.venv-target-snowflake/bin/target-snowflake:
+# target-snowflake, and in the same virtualenv the Snowflake emulator its load test runs (fakesnow's server, with
+# the adapter in tests/snowflake_emulator.py). fakesnow 0.12.1 needs Python 3.11+ and imports only with
+# snowflake-connector-python 4.x (5.x breaks it); the rest is what that resolves to, pinned.
+SNOWFLAKE_PINS := .venv-target-snowflake/.target-0.19.2-fakesnow-0.12.1
+.venv-target-snowflake/bin/target-snowflake: $(SNOWFLAKE_PINS)
+$(SNOWFLAKE_PINS):
 	$(PYTHON) -m venv .venv-target-snowflake
-	.venv-target-snowflake/bin/pip install --quiet 'meltanolabs-target-snowflake==0.19.2'
+	.venv-target-snowflake/bin/pip install --quiet 'meltanolabs-target-snowflake==0.19.2' \
+	  'snowflake-connector-python==4.8.0' 'snowflake-sqlalchemy==1.11.0' 'SQLAlchemy==2.0.58' \
+	  'fakesnow[server]==0.12.1' 'duckdb==2.0.1' 'sqlglot==30.22.0' 'starlette==1.10.0' 'uvicorn==0.55.0'
+	touch $@
 
 test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-postgres .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake .venv-dagster/bin/dagster $(DBT_VENV)/bin/dbt
 	PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile

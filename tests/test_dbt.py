@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -17,8 +18,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import ROOT, populate, run_tap
-from tests.test_meltano_postgres import _env, _meltano, meltano_installed  # noqa: F401  (a fixture)
+from tests.conftest import CONTRACT_KEYS, ROOT, populate, run_tap
+from tests.test_meltano_postgres import MELTANO, _env, meltano_installed  # noqa: F401  (a fixture)
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -76,7 +77,9 @@ def _load(config: dict, state: dict | None, schema: str, tmp_path: Path) -> dict
     return run.state
 
 
-def _dbt(command: list[str], source_schema: str, model_schema: str, tmp_path: Path) -> tuple[int, dict, str]:
+def _dbt(
+    command: list[str], source_schema: str, model_schema: str, tmp_path: Path, extra_vars: dict | None = None
+) -> tuple[int, dict, str]:
     """Runs dbt as a user would (PG*, DBT_SCHEMA, --vars source_schema); returns rc, the results file, output."""
     if not DBT.exists():
         pytest.fail(f"run `make test`: it installs dbt into {DBT.parent.parent}")
@@ -86,6 +89,7 @@ def _dbt(command: list[str], source_schema: str, model_schema: str, tmp_path: Pa
     dbt_vars = {"source_schema": source_schema}
     if "sync_runs" not in tables:  # a tap from before the heartbeat stream
         dbt_vars["sync_runs_enabled"] = False
+    dbt_vars.update(extra_vars or {})
     target_path = tmp_path / "dbt-target"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBT_"))},
@@ -272,29 +276,144 @@ def test_dbt_build_copes_with_odd_but_possible_rows(apis, schemas, tmp_path):
     assert set(beats) == {"entity_matching_jobs", "pipeline_runs", "clavata_jobs", "extraction_jobs"}
 
 
-@pytest.mark.usefixtures("meltano_installed")
-@pytest.mark.usefixtures("meltano_project_lock")
-def test_meltano_run_tap_target_then_dbt_postgres_build(apis, schemas):
-    """`meltano run tap-jobresults target-postgres dbt-postgres:build dbt-postgres:freshness`, as the README says."""
+VENDORS = ("cognite", "clavata", "talonic")
+# What each vendor brings: its source tables, and the models and singular tests that read only them.
+VENDOR_NODES = {
+    "cognite": {
+        "entity_matching_jobs", "match_results", "pipeline_runs", "pipeline_matches", "suggested_rules",
+        "generated_rules", "stg_entity_matching_jobs", "stg_match_results", "stg_match_candidates",
+        "stg_pipeline_runs", "stg_pipeline_matches", "stg_suggested_rules", "stg_generated_rules",
+        "review_low_score_matches", "review_ambiguous_matches", "ambiguous_matches_are_the_two_best_candidates",
+        "low_score_matches_are_every_candidate_below_threshold", "match_candidates_map_to_one_match_result",
+    },
+    "clavata": {
+        "clavata_jobs", "clavata_reports", "stg_clavata_jobs", "stg_clavata_reports", "stg_clavata_section_reports",
+        "review_policy_outcomes", "policy_outcomes_count_every_report", "section_reports_map_back_to_their_report",
+    },
+    "talonic": {
+        "extraction_jobs", "extraction_rows", "stg_extraction_jobs", "stg_extraction_rows", "stg_extraction_fields",
+        "stg_extraction_flags", "review_flagged_extraction_fields", "flagged_fields_count_every_flag",
+    },
+}  # fmt: skip
+JOB_STREAMS = {"cognite": {"entity_matching_jobs", "pipeline_runs"}, "clavata": {"clavata_jobs"},
+               "talonic": {"extraction_jobs"}}  # fmt: skip
+
+
+def _node_names(results: dict) -> set[str]:
+    """Model and source names, and singular test names, of a run_results / sources file."""
+    names = set()
+    for r in results["results"]:
+        kind, *_, name = r["unique_id"].split(".")
+        if kind in ("model", "source") or (kind == "test" and len(r["unique_id"].split(".")) == 3):
+            names.add(name)
+    return names
+
+
+@pytest.mark.parametrize(
+    "vendors", [("cognite",), ("clavata",), ("talonic",), ("clavata", "talonic")], ids=lambda v: "+".join(v)
+)
+def test_dbt_builds_with_any_subset_of_vendors(vendors, apis, schemas, tmp_path):
+    """The tap configured for some vendors lands only their tables; with the other vendors switched off
+    (`<vendor>_enabled: false`) `dbt build` and `dbt source freshness` pass and read only what exists."""
     source_schema, model_schema = schemas
     populate(apis)
-    _meltano("install", "--plugin-type", "utility", "dbt-postgres")
-    catalog = json.loads(run_tap(apis.config(), args=["--discover"], check=True).stdout)
-    has_heartbeat = any(s["tap_stream_id"] == "sync_runs" for s in catalog["streams"])
+    _load(apis.config(sources=vendors), None, source_schema, tmp_path)
+    tables = {
+        r[0] for r in _query("select table_name from information_schema.tables where table_schema = %s", source_schema)
+    }
+    assert tables == {t for v in vendors for t in VENDOR_NODES[v] if t in CONTRACT_KEYS} | {"sync_runs"}
+    off = {f"{v}_enabled": False for v in VENDORS if v not in vendors}
+
+    if vendors == ("talonic",):
+        # Left on, a vendor without tables stops the build at the start, naming its tables and the var to set.
+        rc, _, output = _dbt(["build"], source_schema, model_schema, tmp_path)
+        assert rc != 0
+        for vendor, table in (("cognite", "entity_matching_jobs"), ("clavata", "clavata_jobs")):
+            assert f'"{vendor}_enabled": false' in output, output[-3000:]
+            assert f"{source_schema}.{table}" in output, output[-3000:]
+
+    rc, results, output = _dbt(["build"], source_schema, model_schema, tmp_path, off)
+    assert rc == 0, output[-5000:]
+    bad = {r["unique_id"]: r["status"] for r in results["results"] if r["status"] not in ("success", "pass")}
+    assert not bad, bad
+    built = _node_names(results)
+    for vendor in VENDORS:
+        mine = VENDOR_NODES[vendor] - set(CONTRACT_KEYS)
+        assert (mine <= built) if vendor in vendors else not (mine & built), (vendor, sorted(built))
+    assert {"jobs", "review_running_jobs", "review_failed_jobs", "stg_sync_runs"} <= built
+    streams = {r[0] for r in _query(f'select distinct job_stream from "{model_schema}".jobs')}
+    assert streams == {s for v in vendors for s in JOB_STREAMS[v]}
+    running = _query(f'select job_stream from "{model_schema}".review_running_jobs')
+    assert sorted(r[0] for r in running) == sorted(s for v in vendors for s in JOB_STREAMS[v])
+
+    rc, freshness, output = _dbt(["source", "freshness"], source_schema, model_schema, tmp_path, off)
+    assert rc == 0, output[-5000:]
+    checked = {r["unique_id"].rsplit(".", 1)[1]: r["status"] for r in freshness["results"]}
+    assert set(checked) == tables and set(checked.values()) == {"pass"}, checked
+
+
+RECIPE = ROOT / "docs" / "_incoming" / "warehouse.md"
+RECIPE_HEADING = "## The dbt-with-Meltano recipe"
+
+
+def _recipe_blocks() -> list[str]:
+    """The ```bash blocks of the recipe's section, in order."""
+    text = RECIPE.read_text()
+    section = text[text.index(RECIPE_HEADING) :]
+    section = section[: section.find("\n## ", 1)] if "\n## " in section[1:] else section
+    return re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M)
+
+
+@pytest.mark.usefixtures("meltano_installed")
+@pytest.mark.usefixtures("meltano_project_lock")
+@pytest.mark.parametrize("vendors", [("talonic",), VENDORS], ids=["talonic-only", "all-three"])
+def test_readme_recipe_dbt_with_meltano(vendors, apis, schemas, tmp_path):
+    """The dbt-with-Meltano recipe as written: its blocks run in one bash, against the fake APIs and the test
+    database. Only the user's own values are filled in: password, database, the models' schema, and (in the
+    environment) the loader's schema, which dbt's source_schema follows. All three vendors: the block that
+    switches vendors off is left out, as the recipe says."""
+    source_schema, model_schema = schemas
+    populate(apis)
+    blocks = _recipe_blocks()
+    assert len(blocks) == 3 and "DBT_COGNITE_ENABLED=false" in blocks[1], blocks
+    if len(vendors) == 3:
+        blocks = [blocks[0], blocks[2]]
+    script = "set -eo pipefail\n" + "\n".join(blocks)
+    for old, new in (
+        ("PGPASSWORD=change-me", f"PGPASSWORD={PG.password or 'unused-with-trust-auth'}"),
+        ("PGDATABASE=postgres", f"PGDATABASE={PG.path.lstrip('/') or 'postgres'}"),
+        ("DBT_SCHEMA=tap_jobresults_dbt", f"DBT_SCHEMA={model_schema}"),
+    ):
+        assert old in script, old
+        script = script.replace(old, new)
+    tap_env = {k: v for k, v in _env(apis, source_schema).items() if k.startswith("TAP_JOBRESULTS_")}
+    tap_env = {k: v for k, v in tap_env.items() if k.split("_")[2].lower() in vendors}
     env = {
-        **_env(apis, source_schema),
-        "PGHOST": PG.hostname or "127.0.0.1",
-        "PGPORT": str(PG.port or 5432),
-        "PGUSER": PG.username or "postgres",
-        "PGPASSWORD": PG.password or "",
-        "PGDATABASE": PG.path.lstrip("/") or "postgres",
-        "DBT_SCHEMA": model_schema,
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBT_", "TAP_JOBRESULTS_", "TARGET_"))},
+        **tap_env,
+        "PATH": f"{Path(MELTANO).parent}:{os.environ['PATH']}",
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+        "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": source_schema,
         "DBT_SOURCE_SCHEMA": source_schema,
-        "DBT_SYNC_RUNS_ENABLED": str(has_heartbeat).lower(),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
-    steps = ["tap-jobresults", "target-postgres", "dbt-postgres:build", "dbt-postgres:freshness"]
-    _meltano("run", "--state-id-suffix", source_schema, *steps, env=env)
-    failed = _query(f'select job_stream, error_message from "{model_schema}".review_failed_jobs order by 1')
-    assert ("entity_matching_jobs", "model not found") in failed and ("pipeline_runs", "boom") in failed
-    assert len(_query(f'select * from "{model_schema}".review_running_jobs')) == 4
+    env.pop("VIRTUAL_ENV", None)
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    tables = {
+        r[0] for r in _query("select table_name from information_schema.tables where table_schema = %s", source_schema)
+    }
+    assert tables == {t for v in vendors for t in VENDOR_NODES[v] if t in CONTRACT_KEYS} | {"sync_runs"}
+    streams = {r[0] for r in _query(f'select distinct job_stream from "{model_schema}".jobs')}
+    assert streams == {s for v in vendors for s in JOB_STREAMS[v]}
+    running = _query(f'select job_stream from "{model_schema}".review_running_jobs')
+    assert sorted(r[0] for r in running) == sorted(s for v in vendors for s in JOB_STREAMS[v])

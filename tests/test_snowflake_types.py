@@ -1,8 +1,9 @@
 """Snowflake-ready types: the tap's schemas through target-snowflake's own type mapping.
 
-fakesnow cannot run target-snowflake's load path (PUT to the user stage, MERGE, COPY), so this
-checks what can be checked without an account: the column type the loader would create for every
-property. The loader runs in its own virtualenv (.venv-target-snowflake), as Meltano installs it.
+The column type the loader would create for every property of the catalog, without loading anything (cheap, and
+covering properties the fake APIs' data leaves null). tests/test_snowflake_load.py loads for real into a local
+emulator and checks the created tables. The loader runs in its own virtualenv (.venv-target-snowflake), as Meltano
+installs it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 -- For each item in review_ambiguous_matches: best_score is the item's highest candidate score, runner_up_score
 -- the highest of the others, and the gap is within the margin. And every item whose two best scores are
 -- within the margin is listed.
+{{ config(enabled=source_enabled('cognite')) }}
 with candidates as (
     select job_id, item_index, candidate_index, score
     from {{ ref('stg_match_candidates') }}

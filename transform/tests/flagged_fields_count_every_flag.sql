@@ -1,5 +1,6 @@
 -- The per-field flag counts add up to every validation flag unnested, no row has more unnested flags than its
 -- validation_flags array has elements, and each field's count covers the flags stg_extraction_fields saw.
+{{ config(enabled=source_enabled('talonic')) }}
 with unnested as (
     select row_id, count(*) as flags from {{ ref('stg_extraction_flags') }} group by row_id
 ),

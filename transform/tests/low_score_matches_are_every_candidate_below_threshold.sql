@@ -1,4 +1,5 @@
 -- review_low_score_matches holds exactly the candidates scoring below the threshold, each with its score.
+{{ config(enabled=source_enabled('cognite')) }}
 with expected as (
     select job_id, item_index, candidate_index, score
     from {{ ref('stg_match_candidates') }}

@@ -1,5 +1,6 @@
 -- Every unnested candidate maps back to exactly one match_results row, and every item has exactly as many
 -- candidates as its `matches` array has elements.
+{{ config(enabled=source_enabled('cognite')) }}
 with per_item as (
     select job_id, item_index, count(*) as candidates
     from {{ ref('stg_match_candidates') }}

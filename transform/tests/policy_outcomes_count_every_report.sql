@@ -1,4 +1,5 @@
 -- Every Clavata report is counted exactly once, under its own policy and outcome.
+{{ config(enabled=source_enabled('clavata')) }}
 with landed as (
     select
         policy_id,

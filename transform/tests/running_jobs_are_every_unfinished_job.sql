@@ -1,13 +1,18 @@
 -- review_running_jobs lists each unfinished job of the four job-level streams once, and none that finished.
-with expected as (
-    select 'entity_matching_jobs' as job_stream, count(*) as n
-    from {{ source('tap_jobresults', 'entity_matching_jobs') }} where not finished
-    union all
-    select 'pipeline_runs', count(*) from {{ source('tap_jobresults', 'pipeline_runs') }} where not finished
-    union all
-    select 'clavata_jobs', count(*) from {{ source('tap_jobresults', 'clavata_jobs') }} where not finished
-    union all
-    select 'extraction_jobs', count(*) from {{ source('tap_jobresults', 'extraction_jobs') }} where not finished
+{{ config(enabled=any_source_enabled()) }}
+{%- set parts = [] -%}
+{%- if source_enabled('cognite') -%}
+    {%- do parts.append("select 'entity_matching_jobs', count(*) from " ~ source('tap_jobresults', 'entity_matching_jobs') ~ " where not finished") -%}
+    {%- do parts.append("select 'pipeline_runs', count(*) from " ~ source('tap_jobresults', 'pipeline_runs') ~ " where not finished") -%}
+{%- endif -%}
+{%- if source_enabled('clavata') -%}
+    {%- do parts.append("select 'clavata_jobs', count(*) from " ~ source('tap_jobresults', 'clavata_jobs') ~ " where not finished") -%}
+{%- endif -%}
+{%- if source_enabled('talonic') -%}
+    {%- do parts.append("select 'extraction_jobs', count(*) from " ~ source('tap_jobresults', 'extraction_jobs') ~ " where not finished") -%}
+{%- endif %}
+with expected (job_stream, n) as (
+    {{ parts | join('\n    union all\n    ') }}
 ),
 
 actual as (

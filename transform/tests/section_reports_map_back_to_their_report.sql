@@ -1,4 +1,5 @@
 -- Each Clavata result has exactly as many section rows as its section_evaluation_reports array has elements.
+{{ config(enabled=source_enabled('clavata')) }}
 with per_report as (
     select job_uuid, result_index, count(*) as sections
     from {{ ref('stg_clavata_section_reports') }}

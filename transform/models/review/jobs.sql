@@ -1,6 +1,15 @@
 -- One row per job of any source: CDF predict jobs and pipeline runs, Clavata jobs, Talonic jobs, in one shape.
--- job_key is unique within job_stream (pipeline runs: '<pipeline_id>/<run_id>').
-with unioned as (
+-- job_key is unique within job_stream (pipeline runs: '<pipeline_id>/<run_id>'). Only the vendors switched on
+-- (macros/sources.sql) are unioned.
+{{ config(enabled=any_source_enabled()) }}
+{%- set parts = [] -%}
+-- The column list names the columns whichever part comes first.
+with unioned (
+    source, job_stream, job_key, status, finished, failed, created_at, started_at, ended_at, error_code,
+    error_message, progress, loaded_at
+) as (
+    {%- if source_enabled('cognite') %}{% do parts.append('entity_matching_jobs') %}
+    {{ 'union all' if parts | length > 1 }}
     select
         'cognite' as source,
         'entity_matching_jobs' as job_stream,
@@ -16,9 +25,10 @@ with unioned as (
         cast(null as {{ dbt.type_string() }}) as progress,
         loaded_at
     from {{ ref('stg_entity_matching_jobs') }}
+    {%- endif %}
 
-    union all
-
+    {%- if source_enabled('cognite') %}{% do parts.append('pipeline_runs') %}
+    {{ 'union all' if parts | length > 1 }}
     select
         'cognite',
         'pipeline_runs',
@@ -37,9 +47,10 @@ with unioned as (
         cast(null as {{ dbt.type_string() }}),
         loaded_at
     from {{ ref('stg_pipeline_runs') }}
+    {%- endif %}
 
-    union all
-
+    {%- if source_enabled('clavata') %}{% do parts.append('clavata_jobs') %}
+    {{ 'union all' if parts | length > 1 }}
     select
         'clavata',
         'clavata_jobs',
@@ -56,9 +67,10 @@ with unioned as (
         cast(null as {{ dbt.type_string() }}),
         loaded_at
     from {{ ref('stg_clavata_jobs') }}
+    {%- endif %}
 
-    union all
-
+    {%- if source_enabled('talonic') %}{% do parts.append('extraction_jobs') %}
+    {{ 'union all' if parts | length > 1 }}
     select
         'talonic',
         'extraction_jobs',
@@ -80,6 +92,7 @@ with unioned as (
         end,
         loaded_at
     from {{ ref('stg_extraction_jobs') }}
+    {%- endif %}
 )
 
 select * from unioned

@@ -1,5 +1,6 @@
 -- Predict items whose two best candidates score within var('ambiguity_margin') of each other: the model could
 -- not tell them apart, so the top match deserves a look.
+{{ config(enabled=source_enabled('cognite')) }}
 with ranked as (
     select * from {{ ref('stg_match_candidates') }} where score is not null
 ),

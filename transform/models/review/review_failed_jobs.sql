@@ -1,4 +1,5 @@
 -- Failed jobs of every source with their error, newest first.
+{{ config(enabled=any_source_enabled()) }}
 select
     source,
     job_stream,

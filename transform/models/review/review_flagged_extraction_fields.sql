@@ -1,5 +1,6 @@
 -- Talonic extraction fields ranked by how often validation flagged them, per extraction schema. field is NULL
 -- for flags that name no field (e.g. a bare 'missing_required_field').
+{{ config(enabled=source_enabled('talonic')) }}
 with flags as (
     select
         j.schema_id,

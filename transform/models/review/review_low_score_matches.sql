@@ -1,5 +1,6 @@
 -- Candidate matches of predict items scoring below var('match_score_threshold'): the matches to review by
 -- hand. is_best marks the item's best candidate (when even that one is weak, the item has no good match).
+{{ config(enabled=source_enabled('cognite')) }}
 select
     c.job_id,
     c.item_index,

@@ -1,4 +1,5 @@
 -- Clavata outcomes per policy and UTC day (the report's creation time, else its job's completion or creation).
+{{ config(enabled=source_enabled('clavata')) }}
 with reports as (
     select
         r.policy_id,

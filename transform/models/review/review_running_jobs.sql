@@ -1,4 +1,5 @@
 -- Jobs still queued or running, oldest first, with their age when this model was built (as_of).
+{{ config(enabled=any_source_enabled()) }}
 select
     source,
     job_stream,

@@ -1,4 +1,5 @@
 -- One row per Clavata job (also while pending or running).
+{{ config(enabled=source_enabled('clavata')) }}
 select
     job_uuid,
     status,

@@ -1,4 +1,5 @@
 -- One row per result of a finished Clavata job (one per evaluated content item).
+{{ config(enabled=source_enabled('clavata')) }}
 select
     job_uuid,
     cast(result_index as bigint) as result_index,

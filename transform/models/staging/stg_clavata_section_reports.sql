@@ -1,5 +1,6 @@
 -- One row per section report of a Clavata result: clavata_reports.section_evaluation_reports unnested.
 -- outcome is reviewResult.outcome, falling back to the deprecated `result` (as the tap does for the report).
+{{ config(enabled=source_enabled('clavata')) }}
 select
     r.job_uuid,
     r.result_index,

@@ -1,4 +1,5 @@
 -- One row per CDF entity-matching predict job (also while queued or running).
+{{ config(enabled=source_enabled('cognite')) }}
 select
     cast(job_id as bigint) as job_id,
     status,

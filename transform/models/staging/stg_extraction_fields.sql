@@ -1,6 +1,7 @@
 -- One row per extracted field of a Talonic row: extraction_rows.values unnested. value stays JSON (any type);
 -- value_text is its text (strings unquoted); flag_count / flag_codes are the row's validation flags that name
 -- this field.
+{{ config(enabled=source_enabled('talonic')) }}
 with fields as (
     select
         r.id as row_id,

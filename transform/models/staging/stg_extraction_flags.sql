@@ -1,6 +1,7 @@
 -- One row per validation flag of a Talonic row. The vendor documents flags as strings ('format_mismatch' or
 -- 'format_mismatch:date', code then field) and some accounts send objects ({code, field, ...}); both land here
 -- as flag_code and field (NULL when the flag names no field). An object with no code keeps its JSON text as code.
+{{ config(enabled=source_enabled('talonic')) }}
 with flags as (
     select
         r.id as row_id,

@@ -1,4 +1,5 @@
 -- One row per Talonic extraction job (also while queued or processing).
+{{ config(enabled=source_enabled('talonic')) }}
 select
     job_id,
     status,

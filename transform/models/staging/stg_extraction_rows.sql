@@ -1,4 +1,5 @@
 -- One row per Talonic result row (one per document); partial while its job processes.
+{{ config(enabled=source_enabled('talonic')) }}
 select
     id,
     job_id,

@@ -1,5 +1,6 @@
 -- One row per candidate match of a predict item: match_results.matches unnested. candidate_index is the
 -- position in the array as sent; candidate_rank orders by score (1 = best; unscored candidates last).
+{{ config(enabled=source_enabled('cognite')) }}
 with candidates as (
     select
         m.job_id,

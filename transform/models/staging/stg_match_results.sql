@@ -1,4 +1,5 @@
 -- One row per source item of a finished predict job; `matches` stays JSON (see stg_match_candidates).
+{{ config(enabled=source_enabled('cognite')) }}
 select
     cast(job_id as bigint) as job_id,
     cast(item_index as bigint) as item_index,

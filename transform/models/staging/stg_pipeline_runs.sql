@@ -1,4 +1,5 @@
 -- One row per CDF pipeline run (also while queued or running).
+{{ config(enabled=source_enabled('cognite')) }}
 select
     cast(pipeline_id as bigint) as pipeline_id,
     cast(run_id as bigint) as run_id,

@@ -1,4 +1,5 @@
 -- One row per suggested rule of a finished pipeline run.
+{{ config(enabled=source_enabled('cognite')) }}
 select
     cast(pipeline_id as bigint) as pipeline_id,
     cast(run_id as bigint) as run_id,
