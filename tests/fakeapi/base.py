@@ -16,7 +16,7 @@ import traceback
 import typing as t
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 Response = tuple[int, t.Any, dict]  # status, body (dict/list -> JSON, bytes as is), headers
 
@@ -226,7 +226,7 @@ class VendorServer:
             match = re.fullmatch(pattern, path)
             if route_method == method and match:
                 try:
-                    status, body, extra = getattr(self, name)(match, query, headers, form)
+                    status, body, extra = getattr(self, name)(_Segments(match), query, headers, form)
                 except BadRequest as exc:
                     status, body, extra = self.error(400, exc.code, str(exc))
                 except ValueError as exc:  # unparsable query values (limit=abc, a forged cursor): the API says 400
@@ -272,6 +272,16 @@ class BadRequest(Exception):
     def __init__(self, message: str, code: str = "invalid_argument") -> None:
         super().__init__(message)
         self.code = code
+
+
+class _Segments:
+    """A route's path parameters, percent-decoded as a server reads them ('a%2Fb' is the ID 'a/b')."""
+
+    def __init__(self, match: re.Match) -> None:
+        self._match = match
+
+    def __getitem__(self, key: str) -> str:
+        return unquote(self._match[key])
 
 
 def _reset(handler: BaseHTTPRequestHandler) -> None:

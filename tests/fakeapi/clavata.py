@@ -152,8 +152,9 @@ class ClavataServer(VendorServer):
         created: t.Any = None,
         deprecated_result_only: bool = False,
         omit_zero_fields: bool = True,
+        job_uuid: str | None = None,
     ) -> str:
-        job_uuid = new_uuid()
+        job_uuid = job_uuid or new_uuid()
         if isinstance(created, str):
             created = _parse(created)
         created = created or self._start + timedelta(minutes=next(self._clock))

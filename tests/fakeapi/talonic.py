@@ -50,6 +50,11 @@ class TalonicServer(VendorServer):
         self._clock = itertools.count()
         self._start = datetime(2025, 1, 1, tzinfo=timezone.utc)
         self.omit_row_ids = False
+        # Unkind, as the docs allow: a `next_cursor` on the last page (with `has_more: false`), the
+        # same documents in every job (rows keyed by document), jobs the listing no longer shows.
+        self.cursor_on_last_page = False
+        self.shared_documents = False
+        self.hidden: set[str] = set()
         self._lag_served: set[str] = set()  # finished jobs whose lagging results read was served
 
     def _reset_header(self, seconds: float) -> str:
@@ -94,8 +99,12 @@ class TalonicServer(VendorServer):
         created_at: t.Any = None,
         flags_as_objects: bool = False,
         name: str | None = None,
+        undated: bool = False,
+        job_id: str | None = None,
     ) -> str:
-        job_id = new_uuid()
+        """`undated`: the job carries no `created_at` (it is still listed in its place); `job_id`: an ID
+        of the test's choosing (one that needs encoding in a URL, say)."""
+        job_id = job_id or new_uuid()
         if isinstance(created_at, str):
             created_at = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
         created = created_at or self._start + timedelta(minutes=next(self._clock))
@@ -109,6 +118,7 @@ class TalonicServer(VendorServer):
                 "name": name or f"invoices batch {len(self.jobs) + 1}",
                 "schema": {"id": new_uuid(), "name": "Invoice"},
                 "row_ids": [new_uuid() for _ in range(rows)],
+                "undated": undated,
             }
         return job_id
 
@@ -147,7 +157,7 @@ class TalonicServer(VendorServer):
             },
             "current_phase": "completed" if done else "phase_2_execute",
             "error": {"code": "extraction_failed", "message": "document unreadable"} if status == "failed" else None,
-            "created_at": _ts(job["created"]),
+            "created_at": None if job["undated"] else _ts(job["created"]),
             "started_at": _ts(started),
             "completed_at": _ts(job["created"] + timedelta(minutes=2)) if done else None,
             "links": {
@@ -180,7 +190,9 @@ class TalonicServer(VendorServer):
                 flags = [{"code": f.split(":")[0], "field": f.split(":")[1]} for f in flags]
             row = {
                 "id": row_id,
-                "document_id": str(uuid.uuid5(uuid.NAMESPACE_URL, row_id)),
+                "document_id": str(
+                    uuid.uuid5(uuid.NAMESPACE_URL, f"document-{i}" if self.shared_documents else row_id)
+                ),
                 "filename": f"invoice_{i:04d}.pdf",
                 "status": "complete" if done else "partial",
                 "values": {
@@ -226,7 +238,11 @@ class TalonicServer(VendorServer):
         # The docs spell the finished state both `complete` and `completed`; either filter finds either.
         wanted = {"complete", "completed"} if status in ("complete", "completed") else {status}
         with self.lock:
-            jobs = [j for j in self.jobs.values() if status is None or j["status"] in wanted]
+            jobs = [
+                j
+                for j in self.jobs.values()
+                if (status is None or j["status"] in wanted) and j["id"] not in self.hidden
+            ]
         # Realistic: jobs created at the same instant come in insertion order, not by ID.
         jobs.sort(
             key=(lambda j: j["created"]) if self.realistic else (lambda j: (j["created"], j["id"])),
@@ -244,7 +260,7 @@ class TalonicServer(VendorServer):
         page = jobs[start : start + limit]
         more = start + limit < len(jobs)
         next_cursor = None
-        if more and page:
+        if (more or self.cursor_on_last_page) and page:
             next_cursor = base64.b64encode(
                 json.dumps({"createdAt": _ts(page[-1]["created"]), "id": page[-1]["id"]}).encode()
             ).decode()
@@ -258,10 +274,10 @@ class TalonicServer(VendorServer):
         )
 
     def _lookup(self, job_id: str) -> dict:
-        if not UUID.fullmatch(job_id):
-            raise BadRequest("Invalid job ID format. Must be a UUID.", "validation_error")
         with self.lock:
             job = self.jobs.get(job_id)
+        if job is None and not UUID.fullmatch(job_id):
+            raise BadRequest("Invalid job ID format. Must be a UUID.", "validation_error")
         if job is None:
             raise LookupError
         return job
