@@ -4,7 +4,7 @@ VENV   ?= .venv
 LOADER_VENV ?= .venv-target-duckdb
 BIN    := $(VENV)/bin
 
-.PHONY: demo demo-postgres test mutations install bench lint lock readme-settings clean
+.PHONY: demo demo-postgres test mutations mutations-generated install bench lint lock readme-settings clean
 
 $(BIN)/tap-jobresults: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,13 @@ test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-
 MUTATION_ARGS ?=
 mutations: install
 	$(BIN)/python scripts/mutations.py $(MUTATION_ARGS)
+
+# Generated mutations (scripts/mutations_generated.py): one-line AST mutants of the core modules, a sample
+# per run (seeded by the ISO week and the commit, every module each run), each run against the fast tests
+# that execute its line; fails when more than 10% survive. `MUTATION_GENERATED_ARGS=--all` runs every mutant.
+MUTATION_GENERATED_ARGS ?=
+mutations-generated: install
+	$(BIN)/python scripts/mutations_generated.py $(MUTATION_GENERATED_ARGS)
 
 bench: install
 	$(BIN)/python -m benchmarks

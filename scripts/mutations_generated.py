@@ -115,6 +115,7 @@ class Mutant:
     end: int
     ident: str = ""  # stable across unrelated edits: file, kind, enclosing def, segment, rank
     import_time: bool = False  # runs when the module is imported (module or class body)
+    names: tuple[str, ...] = ()  # import time: the names its statement defines (their uses pick the tests)
 
     def describe(self) -> str:
         before = " ".join(self.original.split())
@@ -137,6 +138,7 @@ class _Generator(ast.NodeVisitor):
         self.line_starts = _offsets(source)
         self.scope: list[str] = []
         self.functions = 0  # depth of function bodies
+        self.defining: tuple[str, ...] = ()  # names the current import-time statement defines
         self.found: list[tuple[str, Mutant]] = []  # (scope, mutant)
         self.skip_lines = {
             number for number, text in enumerate(source.decode().splitlines(), start=1) if "pragma: no mutate" in text
@@ -166,6 +168,7 @@ class _Generator(ast.NodeVisitor):
             start,
             end,  # type: ignore[attr-defined]
             import_time=self.functions == 0,
+            names=self.defining if self.functions == 0 else (),
         )
         self.found.append((".".join(self.scope), mutant))
 
@@ -209,8 +212,12 @@ class _Generator(ast.NodeVisitor):
                 continue
             if isinstance(stmt, ast.If) and "TYPE_CHECKING" in ast.unparse(stmt.test):
                 continue
+            outer = self.defining
+            if self.functions == 0:
+                self.defining = _defined(stmt)
             self._drop(stmt, only=len(body) > 1)
             self.visit(stmt)
+            self.defining = outer
 
     def generic_visit(self, node: ast.AST) -> None:
         for field, value in ast.iter_fields(node):
@@ -336,6 +343,38 @@ class _Generator(ast.NodeVisitor):
 
     def visit_JoinedStr(self, node: ast.JoinedStr) -> None:
         return  # message text: not behaviour this check measures
+
+
+def _defined(stmt: ast.stmt) -> tuple[str, ...]:
+    """The names an import-time statement binds (module constants, class attributes, functions)."""
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return (stmt.name,)
+    targets: list[ast.expr] = []
+    if isinstance(stmt, ast.Assign):
+        targets = stmt.targets
+    elif isinstance(stmt, ast.AnnAssign | ast.AugAssign):
+        targets = [stmt.target]
+    names = []
+    for target in targets:
+        for node in ast.walk(target):
+            if isinstance(node, ast.Name):
+                names.append(node.id)
+            elif isinstance(node, ast.Attribute):
+                names.append(node.attr)
+    return tuple(names)
+
+
+def uses() -> dict[str, set[tuple[str, int]]]:
+    """Where each name is read in the package: {name: {(module, line)}} (names and attributes)."""
+    found: dict[str, set[tuple[str, int]]] = {}
+    for path in sorted((ROOT / PACKAGE).rglob("*.py")):
+        name = path.relative_to(ROOT / PACKAGE).as_posix()
+        for node in ast.walk(ast.parse(path.read_bytes())):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                found.setdefault(node.id, set()).add((name, node.lineno))
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+                found.setdefault(node.attr, set()).add((name, node.lineno))
+    return found
 
 
 def generate(files: tuple[str, ...] = CORE) -> list[Mutant]:
@@ -566,16 +605,50 @@ def coverage_map(
     return lines, passing
 
 
+def cached_map(
+    files: list[str], jobs: int, cache: str | None
+) -> tuple[dict[str, dict[int, set[str]]], dict[str, float]]:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        if name.startswith((f"{PACKAGE}/", "tests/")):
+            digest.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
+    key = digest.hexdigest()
+    if cache and Path(cache).is_file():
+        saved = json.loads(Path(cache).read_text())
+        if saved.get("key") == key:
+            print(f"coverage map: reused from {cache}", flush=True)
+            lines = {f: {int(n): set(tests) for n, tests in by_line.items()} for f, by_line in saved["lines"].items()}
+            return lines, saved["durations"]
+    lines, durations = coverage_map(files, jobs, timeout=3600)
+    if cache:
+        plain = {f: {str(n): sorted(tests) for n, tests in by_line.items()} for f, by_line in lines.items()}
+        Path(cache).write_text(json.dumps({"key": key, "lines": plain, "durations": durations}))
+    return lines, durations
+
+
 def _tail(output: str) -> str:
     lines = [line for line in output.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
 
+_USES: dict[str, set[tuple[str, int]]] | None = None
+
+
 def tests_for(mutant: Mutant, lines: dict[str, dict[int, set[str]]]) -> set[str]:
+    global _USES
     covered = lines.get(mutant.file, {})
     found: set[str] = set()
     if mutant.import_time:
-        # Executed once per process, at import: every test that runs the module's code can see it.
+        # Executed once per process, at import, so its own line's contexts say little: the tests that
+        # execute a line reading what the statement defines (a constant, a class attribute, a
+        # function); failing that, every test that runs code of the module.
+        if _USES is None:
+            _USES = uses()
+        places = {place for name in mutant.names for place in _USES.get(name, ())}
+        for module, number in places:
+            found |= lines.get(module, {}).get(number, set())
+        if found:
+            return found
         return found.union(*covered.values())
     for number in mutant.lines:
         found |= covered.get(number, set())
@@ -585,7 +658,7 @@ def tests_for(mutant: Mutant, lines: dict[str, dict[int, set[str]]]) -> set[str]
 def run_mutant(
     mutant: Mutant, files: list[str], tests: list[str], durations: dict[str, float], cap: float
 ) -> tuple[str, float, str]:
-    """('killed' | 'timeout' | 'SURVIVED' | 'uncovered' | 'ERROR', seconds, detail)."""
+    """('killed' | 'timeout' | 'SURVIVED' | 'uncovered' | 'undecided' | 'ERROR', seconds, detail)."""
     if not tests:
         return "uncovered", 0.0, "no test of the fast suite executes this line"
     expected = sum(durations.get(test, 1.0) for test in tests)
@@ -597,8 +670,14 @@ def run_mutant(
         target.write_bytes(apply(mutant, target.read_bytes()))
         code, output, seconds = _pytest(scratch, ["-x", *tests], timeout)
     if code is None:
-        return "timeout", seconds, f"timed out after {timeout:.0f} s (the tests take {expected:.0f} s unmutated)"
+        detail = f"timed out after {timeout:.0f} s (the tests take {expected:.0f} s unmutated)"
+        if timeout < 30 + 3 * expected:
+            # Cut short by --cap, not hung: not known to be caught, so it counts as a survivor.
+            return "undecided", seconds, detail
+        return "timeout", seconds, detail  # the mutant hangs the tests: caught
     if code in (1, 2):  # 2: the mutated package breaks collection (an import fails)
+        return "killed", seconds, _tail(output)
+    if code == 4 and "found no collectors" in output:  # a test module failed to import the mutant
         return "killed", seconds, _tail(output)
     if code == 0:
         return "SURVIVED", seconds, _tail(output)
@@ -625,6 +704,10 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--strict", action="store_true", help="fail on any survivor not in the survivors file")
     parser.add_argument("--report", default="mutation-report.json", help="where to write the results (JSON)")
+    parser.add_argument(
+        "--map-cache",
+        help="keep the coverage map in this file and reuse it while tap_jobresults/ and tests/ are unchanged",
+    )
     args = parser.parse_args()
 
     modules = tuple(args.module) if args.module else CORE
@@ -643,7 +726,7 @@ def main() -> int:
     started = time.monotonic()
     print(f"{len(chosen)} of {len(mutants)} generated mutants" + ("" if args.all else f" (seed {seed})"), flush=True)
     files = _files()
-    lines, durations = coverage_map(files, args.jobs, timeout=1800)
+    lines, durations = cached_map(files, args.jobs, args.map_cache)
     reasons = explained()
     results: dict[str, list[tuple[Mutant, str]]] = {}
     order = sorted(chosen, key=lambda mu: -sum(durations.get(t, 1) for t in tests_for(mu, lines)))
@@ -656,7 +739,7 @@ def main() -> int:
             mu = futures[future]
             outcome, seconds, detail = future.result()
             results.setdefault(outcome, []).append((mu, detail))
-            if outcome in ("SURVIVED", "uncovered"):
+            if outcome in ("SURVIVED", "uncovered", "undecided"):
                 label = "survived (explained)" if mu.ident in reasons else "UNEXPLAINED"
                 print(f"{outcome:<9} {seconds:5.1f}s  {mu.describe()}\n    {mu.ident}: {label}", flush=True)
             elif outcome == "ERROR":
@@ -664,7 +747,7 @@ def main() -> int:
             else:
                 print(f"{outcome:<9} {seconds:5.1f}s  {mu.describe()}", flush=True)
 
-    survivors = [mu for outcome in ("SURVIVED", "uncovered") for mu, _ in results.get(outcome, [])]
+    survivors = [mu for outcome in ("SURVIVED", "uncovered", "undecided") for mu, _ in results.get(outcome, [])]
     errors = results.get("ERROR", [])
     unexplained = [mu for mu in survivors if mu.ident not in reasons]
     measured = len(chosen) - len(errors)
@@ -689,6 +772,7 @@ def main() -> int:
         ],
         "errors": [{"id": mu.ident, "mutation": mu.describe(), "detail": detail} for mu, detail in errors],
     }
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
     counts = ", ".join(f"{len(items)} {outcome.lower()}" for outcome, items in sorted(results.items()))
     print(

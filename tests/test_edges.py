@@ -235,3 +235,40 @@ def test_the_top_match_target_in_either_spelling(apis):
     rows = [r for r in run.records("match_results") if r["match_count"]]
     assert rows
     assert all(r["top_target"] and r["top_target"]["name"].startswith("asset-") for r in rows), rows
+
+
+# -- refusals the docs allow ------------------------------------------------------------------------------
+
+
+def test_a_daily_quota_that_resets_hours_ahead_ends_the_source_not_the_run(apis):
+    """A 429 whose reset is the next UTC midnight: the wait is capped by max_retry_wait, the source
+    fails with a clear error, and the other sources are synced."""
+    apis.realistic = True
+    apis.talonic.daily_quota_spent = True
+    apis.talonic.add_job(rows=1)
+    apis.clavata.add_job(results=2)
+    config = {**apis.config(sources=("talonic", "clavata")), "max_retry_wait": 1, "max_retries": 2}
+    run = run_tap(config, timeout=90)
+    assert run.returncode == 1
+    assert len(run.records("clavata_reports")) == 2
+    assert run.records("extraction_jobs") == []
+    assert "429" in run.stderr or "rate" in run.stderr.lower(), run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("scope", [True, r"^/v1/jobs/"], ids=["everything", "job-details"])
+def test_a_key_without_the_scope_is_refused_once_for_the_whole_source(apis, scope):
+    """403 (a key without the scope, for everything or for job details only): the source stops after a
+    few refusals, named, instead of failing every job one by one; the other sources are synced."""
+    apis.clavata.refuse_scope = scope
+    for _ in range(20):
+        apis.clavata.add_job(results=1)
+    apis.talonic.add_job(rows=2)
+    config = {**apis.config(sources=("talonic", "clavata")), "max_retries": 0, "max_concurrent_requests": 1}
+    run = run_tap(config, timeout=120)
+    assert run.returncode == 1
+    assert len(run.records("extraction_rows")) == 2
+    assert run.records("clavata_jobs") == []
+    assert "Clavata" in run.stderr or "clavata" in run.stderr
+    # The listing and a few refused jobs (one refusal may be a job's own; several in a row are the key's),
+    # not all twenty.
+    assert len(apis.clavata.request_log) <= 5, [r["path"] for r in apis.clavata.request_log]

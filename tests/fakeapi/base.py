@@ -50,6 +50,9 @@ class VendorServer:
         # listings, omitted optional and unknown extra fields, 429s without Retry-After, ...).
         # Each vendor module reads the flag where it builds a response.
         self.realistic = False
+        # A key without the scope for this API: every authenticated request (True), or those whose path
+        # matches this regex, answers 403 (a test's switch).
+        self.refuse_scope: bool | str = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -130,6 +133,13 @@ class VendorServer:
 
     def error(self, status: int, code: str, message: str) -> Response:
         return status, {"code": code, "message": message}, {}
+
+    def refusal(self, path: str) -> Response | None:
+        """An answer every authenticated request gets instead of its route's, if any (a switch a test turns on)."""
+        scope = self.refuse_scope
+        if scope is True or (isinstance(scope, str) and re.search(scope, path)):
+            return self.error(403, "forbidden", "the API key does not have the scope this request needs")
+        return None
 
     def extra_headers(self) -> dict:
         return {}
@@ -221,6 +231,10 @@ class VendorServer:
             presented = headers.get("Authorization") or headers.get("authorization") or ""
             status, body, extra = self.error(401, "unauthorized", f"missing or invalid credentials: {presented!r}")
             self._send(handler, entry, status, body, extra)
+            return
+        refused = self.refusal(path)
+        if refused is not None:
+            self._send(handler, entry, *refused)
             return
         for route_method, pattern, name in self.routes:
             match = re.fullmatch(pattern, path)

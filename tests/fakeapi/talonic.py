@@ -9,8 +9,13 @@ Realistic mode (`self.realistic`): 429s carry no `Retry-After`, only `X-RateLimi
 not name (the Node SDK's `failed_documents`, `extraction_id`, `links.results`); rows carry an unknown
 field and `validation_flags: null` when there are none; jobs created at the same instant are listed in
 no particular order; and the results of a finished job report `job_status: processing` on the first
-read after it finished (the grid lags the listing).
-Knobs outside realistic mode: `omit_row_ids` (rows without `id`, as the Node SDK types them).
+read after it finished (the grid lags the listing). As unkind as the docs allow: one job in sixteen has
+no `created_at`, the last page of the listing still carries a `next_cursor` (with `has_more: false`),
+the same documents come back in every job, and `schema` and `error` carry keys the docs do not name.
+Knobs outside realistic mode: `omit_row_ids` (rows without `id`, as the Node SDK types them),
+`cursor_on_last_page`, `shared_documents`, `hidden` (jobs the listing no longer shows), `daily_quota_spent`
+(every request answers 429 until the next UTC midnight, hours ahead), and, on every vendor,
+`refuse_scope` (every request answers 403: the key lacks the scope).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class TalonicServer(VendorServer):
         self.cursor_on_last_page = False
         self.shared_documents = False
         self.hidden: set[str] = set()
+        self.daily_quota_spent = False
         self._lag_served: set[str] = set()  # finished jobs whose lagging results read was served
 
     def _reset_header(self, seconds: float) -> str:
@@ -82,6 +88,19 @@ class TalonicServer(VendorServer):
             if not self.realistic:
                 headers["Retry-After"] = "1"
         return status, body, headers
+
+    def refusal(self, path: str) -> Response | None:
+        if self.daily_quota_spent:
+            # The daily quota resets at UTC midnight (talonic.com/docs: rate limits): hours ahead, not 1 s.
+            now = datetime.now(timezone.utc)
+            midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+            status, body, _ = self.error(429, "rate_limited", "Daily request quota exceeded.")
+            reset = _ts(midnight) if self.realistic else str(int(midnight.timestamp()))
+            headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+            if not self.realistic:
+                headers["Retry-After"] = str(int((midnight - now).total_seconds()) + 1)
+            return status, body, headers
+        return super().refusal(path)
 
     def extra_headers(self) -> dict:
         return {
@@ -136,6 +155,11 @@ class TalonicServer(VendorServer):
 
     # -- payloads --------------------------------------------------------------------------------
 
+    def _undated(self, job: dict) -> bool:
+        """No `created_at`: asked for, or (realistic) one job in sixteen, by ID (the OpenAPI model
+        makes it optional)."""
+        return job["undated"] or (self.realistic and job["id"][-1:] == "0")
+
     def _job(self, job: dict) -> dict:
         status = job["status"]
         done = status in TERMINAL
@@ -157,7 +181,7 @@ class TalonicServer(VendorServer):
             },
             "current_phase": "completed" if done else "phase_2_execute",
             "error": {"code": "extraction_failed", "message": "document unreadable"} if status == "failed" else None,
-            "created_at": None if job["undated"] else _ts(job["created"]),
+            "created_at": None if self._undated(job) else _ts(job["created"]),
             "started_at": _ts(started),
             "completed_at": _ts(job["created"] + timedelta(minutes=2)) if done else None,
             "links": {
@@ -171,6 +195,10 @@ class TalonicServer(VendorServer):
             body["failed_documents"] = 1 if status == "failed" else 0
             body["extraction_id"] = str(uuid.uuid5(uuid.NAMESPACE_OID, job["id"]))
             body["links"]["results"] = f"/v1/jobs/{job['id']}/results"
+            # Unknown keys inside the objects the columns reach into (schema.id, error.code).
+            body["schema"] = {**body["schema"], "version": 3}
+            if "error" in body:
+                body["error"] = {**body["error"], "retryable": False}
         return body
 
     def _results(self, job: dict) -> dict:
@@ -191,7 +219,9 @@ class TalonicServer(VendorServer):
             row = {
                 "id": row_id,
                 "document_id": str(
-                    uuid.uuid5(uuid.NAMESPACE_URL, f"document-{i}" if self.shared_documents else row_id)
+                    uuid.uuid5(
+                        uuid.NAMESPACE_URL, f"document-{i}" if self.shared_documents or self.realistic else row_id
+                    )
                 ),
                 "filename": f"invoice_{i:04d}.pdf",
                 "status": "complete" if done else "partial",
@@ -260,7 +290,7 @@ class TalonicServer(VendorServer):
         page = jobs[start : start + limit]
         more = start + limit < len(jobs)
         next_cursor = None
-        if (more or self.cursor_on_last_page) and page:
+        if (more or self.cursor_on_last_page or self.realistic) and page:
             next_cursor = base64.b64encode(
                 json.dumps({"createdAt": _ts(page[-1]["created"]), "id": page[-1]["id"]}).encode()
             ).decode()
