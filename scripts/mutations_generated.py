@@ -684,12 +684,13 @@ def run_mutant(
     return "ERROR", seconds, f"pytest exit code {code}: {_tail(output)}\n{output[-2000:]}"
 
 
-def explained() -> dict[str, str]:
+def explained() -> dict[str, dict]:
+    """{mutant id: {"verdict": "equivalent" | "test" | "open", "reason": ...}} from the survivors file."""
     if not SURVIVORS.is_file():
         return {}
     with SURVIVORS.open("rb") as handle:
         data = tomllib.load(handle)
-    return {ident: entry["reason"] for ident, entry in data.get("survivor", {}).items()}
+    return data.get("survivor", {})
 
 
 def main() -> int:
@@ -740,7 +741,8 @@ def main() -> int:
             outcome, seconds, detail = future.result()
             results.setdefault(outcome, []).append((mu, detail))
             if outcome in ("SURVIVED", "uncovered", "undecided"):
-                label = "survived (explained)" if mu.ident in reasons else "UNEXPLAINED"
+                verdict = reasons.get(mu.ident, {}).get("verdict")
+                label = f"listed: {verdict}" if verdict else "UNEXPLAINED"
                 print(f"{outcome:<9} {seconds:5.1f}s  {mu.describe()}\n    {mu.ident}: {label}", flush=True)
             elif outcome == "ERROR":
                 print(f"ERROR     {seconds:5.1f}s  {mu.describe()}\n    {detail}", flush=True)
@@ -750,8 +752,11 @@ def main() -> int:
     survivors = [mu for outcome in ("SURVIVED", "uncovered", "undecided") for mu, _ in results.get(outcome, [])]
     errors = results.get("ERROR", [])
     unexplained = [mu for mu in survivors if mu.ident not in reasons]
-    measured = len(chosen) - len(errors)
-    rate = len(survivors) / measured if measured else 0.0
+    # An equivalent mutant is no bug: it counts neither as a survivor nor as a mutant.
+    equivalent = [mu for mu in survivors if reasons.get(mu.ident, {}).get("verdict") == "equivalent"]
+    counted = [mu for mu in survivors if mu not in equivalent]
+    measured = len(chosen) - len(errors) - len(equivalent)
+    rate = len(counted) / measured if measured else 0.0
     elapsed = time.monotonic() - started
     report = {
         "seed": None if args.all else seed,
@@ -766,7 +771,8 @@ def main() -> int:
                 "id": mu.ident,
                 "where": f"{PACKAGE}/{mu.file}:{mu.line}",
                 "mutation": mu.describe(),
-                "reason": reasons.get(mu.ident),
+                "verdict": reasons.get(mu.ident, {}).get("verdict"),
+                "reason": reasons.get(mu.ident, {}).get("reason"),
             }
             for mu in survivors
         ],
@@ -776,8 +782,9 @@ def main() -> int:
     Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
     counts = ", ".join(f"{len(items)} {outcome.lower()}" for outcome, items in sorted(results.items()))
     print(
-        f"{counts}: {len(survivors)} of {measured} survive ({rate:.1%}; budget {args.budget:.0%}), "
-        f"{len(unexplained)} unexplained; {elapsed:.0f} s; report in {args.report}"
+        f"{counts}: {len(counted)} of {measured} survive ({rate:.1%}; budget {args.budget:.0%}; "
+        f"{len(equivalent)} equivalent not counted), {len(unexplained)} unexplained; {elapsed:.0f} s; "
+        f"report in {args.report}"
     )
     failed = rate > args.budget or bool(errors) or (args.strict and bool(unexplained))
     if rate > args.budget:
