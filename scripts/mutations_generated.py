@@ -684,6 +684,16 @@ def run_mutant(
     return "ERROR", seconds, f"pytest exit code {code}: {_tail(output)}\n{output[-2000:]}"
 
 
+def wilson_low(successes: int, trials: int, z: float = 1.96) -> float:
+    """The lower bound of the 95% Wilson interval of a proportion."""
+    if trials == 0:
+        return 0.0
+    p = successes / trials
+    centre = p + z * z / (2 * trials)
+    spread = z * ((p * (1 - p) + z * z / (4 * trials)) / trials) ** 0.5
+    return max(0.0, (centre - spread) / (1 + z * z / trials))
+
+
 def explained() -> dict[str, dict]:
     """{mutant id: {"verdict": "equivalent" | "test" | "open", "reason": ...}} from the survivors file."""
     if not SURVIVORS.is_file():
@@ -696,7 +706,7 @@ def explained() -> dict[str, dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2, help="mutants run at once, and xdist workers for the map")
-    parser.add_argument("--sample", type=int, default=60, help="mutants per run (default 60), stratified by module")
+    parser.add_argument("--sample", type=int, default=40, help="mutants per run (default 40), stratified by module")
     parser.add_argument("--all", action="store_true", help="every mutant of the selected modules (no sampling)")
     parser.add_argument("--seed", default=None, help="sampling seed (default: ISO week / commit)")
     parser.add_argument("--module", action="append", help="only these modules (e.g. records.py); repeatable")
@@ -758,6 +768,9 @@ def main() -> int:
     measured = len(chosen) - len(errors) - len(equivalent)
     rate = len(counted) / measured if measured else 0.0
     elapsed = time.monotonic() - started
+    # Every mutant measured: the rate itself. A sample: fail when it shows the rate is over budget
+    # (the 95% Wilson lower bound above it), so that a sample's luck does not turn CI red.
+    low = rate if args.all else wilson_low(len(counted), measured)
     report = {
         "seed": None if args.all else seed,
         "modules": list(modules),
@@ -765,6 +778,7 @@ def main() -> int:
         "mutants_run": len(chosen),
         "counts": {outcome: len(items) for outcome, items in results.items()},
         "survivor_rate": rate,
+        "survivor_rate_low": low,
         "seconds": round(elapsed),
         "survivors": [
             {
@@ -786,9 +800,14 @@ def main() -> int:
         f"{len(equivalent)} equivalent not counted), {len(unexplained)} unexplained; {elapsed:.0f} s; "
         f"report in {args.report}"
     )
-    failed = rate > args.budget or bool(errors) or (args.strict and bool(unexplained))
-    if rate > args.budget:
-        print(f"FAILED: {rate:.1%} of the mutants survive, more than the budget of {args.budget:.0%}")
+    over = low > args.budget
+    failed = over or bool(errors) or (args.strict and bool(unexplained))
+    if over:
+        print(f"FAILED: {rate:.1%} of the mutants survive (at least {low:.1%}), over the budget of {args.budget:.0%}")
+    elif rate > args.budget:
+        print(
+            f"warning: {rate:.1%} of this sample survive, over the budget of {args.budget:.0%} (not proven: {low:.1%})"
+        )
     if errors:
         print(f"FAILED: {len(errors)} mutants could not be run (see above)")
     return 1 if failed else 0
