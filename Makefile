@@ -4,7 +4,7 @@ VENV   ?= .venv
 LOADER_VENV ?= .venv-target-duckdb
 BIN    := $(VENV)/bin
 
-.PHONY: demo demo-postgres test mutations install bench lint lock readme-settings release-check clean
+.PHONY: demo demo-postgres test mutations mutations-generated install bench lint lock readme-settings release-check clean
 
 # The development tools are PEP 735 dependency groups (pyproject.toml), which pip installs from 25.1 on.
 $(BIN)/tap-jobresults: pyproject.toml constraints.txt
@@ -74,6 +74,13 @@ test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-
 MUTATION_ARGS ?=
 mutations: install
 	$(BIN)/python scripts/mutations.py $(MUTATION_ARGS)
+
+# Generated mutations (scripts/mutations_generated.py): one-line AST mutants of the core modules, a sample
+# per run (seeded by the ISO week and the commit, every module each run), each run against the fast tests
+# that execute its line; fails when more than 10% survive. `MUTATION_GENERATED_ARGS=--all` runs every mutant.
+MUTATION_GENERATED_ARGS ?=
+mutations-generated: install
+	$(BIN)/python scripts/mutations_generated.py $(MUTATION_GENERATED_ARGS)
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -6,13 +6,17 @@ one run of the real tap; few examples, since each one runs the tap binary."""
 
 from __future__ import annotations
 
+import contextlib
 import string
 import typing as t
 import uuid
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from tap_jobresults.records import Col, build, is_empty
+from tap_jobresults.sources import clavata, cognite, talonic
 from tests.conftest import run_tap
 from tests.vendorcheck import CHECKS, ReplayServer, invalid_records, section_config
 
@@ -252,3 +256,98 @@ def test_every_non_empty_field_of_any_api_object_is_recoverable(world):
     for w in world:
         lost += CHECKS[w["vendor"]](w["responses"], run)[1]
     assert not lost, "\n".join(lost[:20])
+
+
+# -- the same property in-process: hundreds of objects per column table, no tap binary ---------------------
+
+
+TABLES: dict[str, tuple[tuple[Col, ...], bool]] = {
+    "talonic job": (talonic.JOB, False),
+    "talonic row": (talonic.ROW, False),
+    "clavata job": (clavata.JOB, True),
+    "clavata report": (clavata.REPORT, True),
+    "cdf predict job": (cognite.PREDICT_JOB, False),
+    "cdf item": (cognite.ITEM, False),
+    "cdf run": (cognite.RUN, False),
+    "cdf pipeline match": (cognite.PIPELINE_MATCH, False),
+    "cdf suggested rule": (cognite.SUGGESTED_RULE, False),
+    "cdf generated rule": (cognite.GENERATED_RULE, False),
+}
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)
+    | iso,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def api_objects(draw: t.Callable, cols: tuple[Col, ...]) -> dict:
+    """Any subset of the table's field paths (aliases included), any JSON at each, unknown keys at
+    the top and inside every object a dotted path reaches into."""
+    obj: dict = draw(unknown)
+    for spec in cols:
+        for path in spec.paths:
+            if not draw(st.booleans()):
+                continue
+            parent = obj
+            for key in path[:-1]:
+                nested = parent.get(key)
+                if not isinstance(nested, dict):
+                    nested = parent[key] = draw(unknown)
+                parent = nested
+            parent[path[-1]] = draw(json_values)
+    return obj
+
+
+def _leaves(obj: dict, prefix: tuple = ()) -> t.Iterator[tuple[tuple, t.Any]]:
+    for key, value in obj.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, (*prefix, key))
+        elif not isinstance(value, dict):
+            yield (*prefix, key), value
+
+
+def _at(obj: t.Any, path: tuple) -> t.Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return KeyError
+        obj = obj[key]
+    return obj
+
+
+@pytest.mark.parametrize("table", sorted(TABLES))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_non_empty_field_is_a_column_or_kept_as_sent(table, data):
+    """Nothing a vendor sends is lost: each non-empty leaf is in `extra_fields` at the path it was sent
+    with, or a column read it (the column holds a value, or the value means "unset", as 0 ms does)."""
+    cols, proto3 = TABLES[table]
+    obj = data.draw(api_objects(cols))
+    record = build(obj, cols, proto3=proto3)
+    extra = record["extra_fields"] or {}
+    by_path = {path: spec for spec in cols for path in spec.paths}
+    for path, value in _leaves(obj):
+        if is_empty(value, proto3) or (proto3 and value in ("", [], {})):
+            continue
+        if _at(extra, path) == value and type(_at(extra, path)) is type(value):
+            continue
+        # Another spelling of a column (an alias after the first) is kept as sent even when it fills the column.
+        assert not any(path in spec.paths[1:] for spec in cols), f"{table}: alias {path}={value!r} not kept as sent"
+        read = False
+        for size in range(1, len(path) + 1):
+            spec = by_path.get(path[:size])
+            if spec is None:
+                continue
+            sent = _at(obj, path[:size])
+            if record[spec.column] is not None:
+                read = True
+            else:
+                with contextlib.suppress(Exception):  # the converter refused it: not read by this column
+                    read = read or spec.convert(sent) is None
+        assert read, f"{table}: {path}={value!r} is neither a column nor in extra_fields {extra!r}"
+    assert not extra or all(not is_empty(v, proto3) for v in extra.values())

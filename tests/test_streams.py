@@ -93,7 +93,8 @@ def test_match_results_carry_the_top_match(full_run):
             continue
         best_score = sorted((m["score"] for m in scored), reverse=True)[0]
         assert row["top_score"] == best_score
-        assert row["top_target"] in [m["target"] for m in scored if m["score"] == best_score]
+        # The target in either spelling (realistic: every 4th item in the JS SDK's older `matchTo`).
+        assert row["top_target"] in [m.get("target") or m["matchTo"] for m in scored if m["score"] == best_score]
         unsorted += row["matches"][0].get("score") != best_score
     if apis.realistic:  # the fake sent what makes "the first match" or "max over every match" wrong
         assert unsorted and unscored

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tap_jobresults.client import parse_reset, parse_retry_after
 from tap_jobresults.errors import ApiError
@@ -28,7 +31,41 @@ def test_iso_normalises_every_vendor_timestamp():
 
 def test_iso_strings_sort_in_time_order():
     values = ["2024-01-01T00:00:00Z", "2023-12-31T23:00:00-02:00", "2024-01-01T00:00:00.5Z"]
-    assert sorted(iso(v) for v in values) == [iso(values[0]), iso(values[2]), iso(values[1])]
+    assert sorted(iso(v) for v in values) == [  # written out: not built with the function under test
+        "2024-01-01T00:00:00.000000Z",
+        "2024-01-01T00:00:00.500000Z",
+        "2024-01-01T01:00:00.000000Z",
+    ]
+
+
+moments = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(timezone.utc))
+offsets = st.integers(-14 * 60, 14 * 60).map(lambda minutes: timezone(timedelta(minutes=minutes)))
+
+
+def _spell(moment: datetime, offset: timezone, form: int) -> str | int:
+    """One moment in the spellings vendors use: ms epoch, RFC 3339 with an offset or Z, with or
+    without fractions, up to 9 fractional digits."""
+    local = moment.astimezone(offset)
+    if form == 0:
+        epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+        return (moment - epoch) // timedelta(milliseconds=1) if moment.microsecond % 1000 == 0 else local.isoformat()
+    if form == 1:
+        return local.isoformat()
+    if form == 2:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"  # nanoseconds: Go's time
+    return local.replace(microsecond=0).isoformat() if moment.microsecond == 0 else local.isoformat()
+
+
+@settings(max_examples=500)
+@given(st.lists(st.tuples(moments, offsets, st.integers(0, 3)), min_size=2, max_size=6))
+def test_iso_is_utc_and_sorts_as_the_moments_do(spelled):
+    """iso() of any spelling is the moment itself in UTC, and its strings sort as the moments do."""
+    for moment, offset, form in spelled:
+        text = iso(_spell(moment, offset, form))
+        assert text is not None and len(text) == 27 and text.endswith("Z")
+        assert datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc) == moment
+    pairs = [(moment, iso(_spell(moment, offset, form))) for moment, offset, form in spelled]
+    assert [text for _, text in sorted(pairs, key=lambda pair: pair[0])] == sorted(text for _, text in pairs)
 
 
 def test_retry_after_accepts_seconds_and_http_dates():

@@ -16,7 +16,7 @@ import traceback
 import typing as t
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 Response = tuple[int, t.Any, dict]  # status, body (dict/list -> JSON, bytes as is), headers
 
@@ -50,6 +50,9 @@ class VendorServer:
         # listings, omitted optional and unknown extra fields, 429s without Retry-After, ...).
         # Each vendor module reads the flag where it builds a response.
         self.realistic = False
+        # A key without the scope for this API: every authenticated request (True), or those whose path
+        # matches this regex, answers 403 (a test's switch).
+        self.refuse_scope: bool | str = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -130,6 +133,13 @@ class VendorServer:
 
     def error(self, status: int, code: str, message: str) -> Response:
         return status, {"code": code, "message": message}, {}
+
+    def refusal(self, path: str) -> Response | None:
+        """An answer every authenticated request gets instead of its route's, if any (a switch a test turns on)."""
+        scope = self.refuse_scope
+        if scope is True or (isinstance(scope, str) and re.search(scope, path)):
+            return self.error(403, "forbidden", "the API key does not have the scope this request needs")
+        return None
 
     def extra_headers(self) -> dict:
         return {}
@@ -222,11 +232,15 @@ class VendorServer:
             status, body, extra = self.error(401, "unauthorized", f"missing or invalid credentials: {presented!r}")
             self._send(handler, entry, status, body, extra)
             return
+        refused = self.refusal(path)
+        if refused is not None:
+            self._send(handler, entry, *refused)
+            return
         for route_method, pattern, name in self.routes:
             match = re.fullmatch(pattern, path)
             if route_method == method and match:
                 try:
-                    status, body, extra = getattr(self, name)(match, query, headers, form)
+                    status, body, extra = getattr(self, name)(_Segments(match), query, headers, form)
                 except BadRequest as exc:
                     status, body, extra = self.error(400, exc.code, str(exc))
                 except ValueError as exc:  # unparsable query values (limit=abc, a forged cursor): the API says 400
@@ -272,6 +286,16 @@ class BadRequest(Exception):
     def __init__(self, message: str, code: str = "invalid_argument") -> None:
         super().__init__(message)
         self.code = code
+
+
+class _Segments:
+    """A route's path parameters, percent-decoded as a server reads them ('a%2Fb' is the ID 'a/b')."""
+
+    def __init__(self, match: re.Match) -> None:
+        self._match = match
+
+    def __getitem__(self, key: str) -> str:
+        return unquote(self._match[key])
 
 
 def _reset(handler: BaseHTTPRequestHandler) -> None:

@@ -183,8 +183,9 @@ class ClavataServer(VendorServer):
         deprecated_result_only: bool = False,
         omit_zero_fields: bool = True,
         enum_numbers: bool = False,
+        job_uuid: str | None = None,
     ) -> str:
-        job_uuid = new_uuid()
+        job_uuid = job_uuid or new_uuid()
         if isinstance(created, str):
             created = _parse(created)
         created = created or self._start + timedelta(minutes=next(self._clock))

@@ -48,6 +48,7 @@ class CogniteServer(VendorServer):
         self.pipelines: dict[int, dict] = {}
         self.runs: dict[int, dict[int, dict]] = {}
         self.runs_order = "desc"
+        self.match_to_spelling = False  # every match spelled `matchTo` (realistic: every 4th item's)
         self._ids = itertools.count(4_000_000_000_001)
         self._clock = itertools.count(EPOCH_2025, 60_000)  # one minute apart, in creation order
         self._rng = random.Random(42)
@@ -181,6 +182,9 @@ class CogniteServer(VendorServer):
                 count = 0 if i % 5 == 4 else job["per_item"]
                 scores = sorted((round(rng.random(), 4) for _ in range(count)), reverse=True)
                 matches = [{"score": s, "target": self._entity("asset", rng.randrange(10_000))} for s in scores]
+                if self.match_to_spelling or (self.realistic and i % 4 == 3):
+                    # The JS SDK's older naming (api-notes §6: `{matchFrom, matches: [{matchTo, score}]}`).
+                    matches = [{"score": m["score"], "matchTo": m["target"]} for m in matches]
                 if self.realistic:  # unsorted, and some without a score
                     rng.shuffle(matches)
                     for j, m in enumerate(matches):

@@ -9,8 +9,13 @@ Realistic mode (`self.realistic`): 429s carry no `Retry-After`, only `X-RateLimi
 not name (the Node SDK's `failed_documents`, `extraction_id`, `links.results`); rows carry an unknown
 field and `validation_flags: null` when there are none; jobs created at the same instant are listed in
 no particular order; and the results of a finished job report `job_status: processing` on the first
-read after it finished (the grid lags the listing).
-Knobs outside realistic mode: `omit_row_ids` (rows without `id`, as the Node SDK types them).
+read after it finished (the grid lags the listing). As unkind as the docs allow: one job in sixteen has
+no `created_at`, the last page of the listing still carries a `next_cursor` (with `has_more: false`),
+the same documents come back in every job, and `schema` and `error` carry keys the docs do not name.
+Knobs outside realistic mode: `omit_row_ids` (rows without `id`, as the Node SDK types them),
+`cursor_on_last_page`, `shared_documents`, `hidden` (jobs the listing no longer shows), `daily_quota_spent`
+(every request answers 429 until the next UTC midnight, hours ahead), and, on every vendor,
+`refuse_scope` (every request answers 403: the key lacks the scope).
 """
 
 from __future__ import annotations
@@ -50,6 +55,12 @@ class TalonicServer(VendorServer):
         self._clock = itertools.count()
         self._start = datetime(2025, 1, 1, tzinfo=timezone.utc)
         self.omit_row_ids = False
+        # Unkind, as the docs allow: a `next_cursor` on the last page (with `has_more: false`), the
+        # same documents in every job (rows keyed by document), jobs the listing no longer shows.
+        self.cursor_on_last_page = False
+        self.shared_documents = False
+        self.hidden: set[str] = set()
+        self.daily_quota_spent = False
         self._lag_served: set[str] = set()  # finished jobs whose lagging results read was served
 
     def _reset_header(self, seconds: float) -> str:
@@ -78,6 +89,19 @@ class TalonicServer(VendorServer):
                 headers["Retry-After"] = "1"
         return status, body, headers
 
+    def refusal(self, path: str) -> Response | None:
+        if self.daily_quota_spent:
+            # The daily quota resets at UTC midnight (talonic.com/docs: rate limits): hours ahead, not 1 s.
+            now = datetime.now(timezone.utc)
+            midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+            status, body, _ = self.error(429, "rate_limited", "Daily request quota exceeded.")
+            reset = _ts(midnight) if self.realistic else str(int(midnight.timestamp()))
+            headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+            if not self.realistic:
+                headers["Retry-After"] = str(int((midnight - now).total_seconds()) + 1)
+            return status, body, headers
+        return super().refusal(path)
+
     def extra_headers(self) -> dict:
         return {
             "X-RateLimit-Limit": "5000",
@@ -94,8 +118,12 @@ class TalonicServer(VendorServer):
         created_at: t.Any = None,
         flags_as_objects: bool = False,
         name: str | None = None,
+        undated: bool = False,
+        job_id: str | None = None,
     ) -> str:
-        job_id = new_uuid()
+        """`undated`: the job carries no `created_at` (it is still listed in its place); `job_id`: an ID
+        of the test's choosing (one that needs encoding in a URL, say)."""
+        job_id = job_id or new_uuid()
         if isinstance(created_at, str):
             created_at = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
         created = created_at or self._start + timedelta(minutes=next(self._clock))
@@ -109,6 +137,7 @@ class TalonicServer(VendorServer):
                 "name": name or f"invoices batch {len(self.jobs) + 1}",
                 "schema": {"id": new_uuid(), "name": "Invoice"},
                 "row_ids": [new_uuid() for _ in range(rows)],
+                "undated": undated,
             }
         return job_id
 
@@ -125,6 +154,11 @@ class TalonicServer(VendorServer):
                     self.set_status(job["id"], "completed")
 
     # -- payloads --------------------------------------------------------------------------------
+
+    def _undated(self, job: dict) -> bool:
+        """No `created_at`: asked for, or (realistic) one job in sixteen, by ID (the OpenAPI model
+        makes it optional)."""
+        return job["undated"] or (self.realistic and job["id"][-1:] == "0")
 
     def _job(self, job: dict) -> dict:
         status = job["status"]
@@ -149,7 +183,7 @@ class TalonicServer(VendorServer):
             },
             "current_phase": "completed" if done else "phase_2_execute",
             "error": {"code": "extraction_failed", "message": "document unreadable"} if status == "failed" else None,
-            "created_at": _ts(job["created"]),
+            "created_at": None if self._undated(job) else _ts(job["created"]),
             "started_at": _ts(started),
             "completed_at": _ts(job["created"] + timedelta(minutes=2)) if done else None,
             "links": {
@@ -163,6 +197,10 @@ class TalonicServer(VendorServer):
             body["failed_documents"] = 1 if status == "failed" else 0
             body["extraction_id"] = str(uuid.uuid5(uuid.NAMESPACE_OID, job["id"]))
             body["links"]["results"] = f"/v1/jobs/{job['id']}/results"
+            # Unknown keys inside the objects the columns reach into (schema.id, error.code).
+            body["schema"] = {**body["schema"], "version": 3}
+            if "error" in body:
+                body["error"] = {**body["error"], "retryable": False}
         return body
 
     def _results(self, job: dict) -> dict:
@@ -182,7 +220,11 @@ class TalonicServer(VendorServer):
                 flags = [{"code": f.split(":")[0], "field": f.split(":")[1]} for f in flags]
             row = {
                 "id": row_id,
-                "document_id": str(uuid.uuid5(uuid.NAMESPACE_URL, row_id)),
+                "document_id": str(
+                    uuid.uuid5(
+                        uuid.NAMESPACE_URL, f"document-{i}" if self.shared_documents or self.realistic else row_id
+                    )
+                ),
                 "filename": f"invoice_{i:04d}.pdf",
                 "status": "complete" if done else "partial",
                 "values": {
@@ -228,7 +270,11 @@ class TalonicServer(VendorServer):
         # The docs spell the finished state both `complete` and `completed`; either filter finds either.
         wanted = {"complete", "completed"} if status in ("complete", "completed") else {status}
         with self.lock:
-            jobs = [j for j in self.jobs.values() if status is None or j["status"] in wanted]
+            jobs = [
+                j
+                for j in self.jobs.values()
+                if (status is None or j["status"] in wanted) and j["id"] not in self.hidden
+            ]
         # Realistic: jobs created at the same instant come in insertion order, not by ID.
         jobs.sort(
             key=(lambda j: j["created"]) if self.realistic else (lambda j: (j["created"], j["id"])),
@@ -246,7 +292,7 @@ class TalonicServer(VendorServer):
         page = jobs[start : start + limit]
         more = start + limit < len(jobs)
         next_cursor = None
-        if more and page:
+        if (more or self.cursor_on_last_page or self.realistic) and page:
             next_cursor = base64.b64encode(
                 json.dumps({"createdAt": _ts(page[-1]["created"]), "id": page[-1]["id"]}).encode()
             ).decode()
@@ -260,10 +306,10 @@ class TalonicServer(VendorServer):
         )
 
     def _lookup(self, job_id: str) -> dict:
-        if not UUID.fullmatch(job_id):
-            raise BadRequest("Invalid job ID format. Must be a UUID.", "validation_error")
         with self.lock:
             job = self.jobs.get(job_id)
+        if job is None and not UUID.fullmatch(job_id):
+            raise BadRequest("Invalid job ID format. Must be a UUID.", "validation_error")
         if job is None:
             raise LookupError
         return job
