@@ -48,11 +48,11 @@ def pages() -> list[Path]:
     """The README, then the pages of mkdocs.yml's nav; docs/_incoming/ (notes waiting to be merged) is not a page."""
     nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]
     listed = [DOCS / next(iter(entry.values())) for entry in nav]
-    return [README] + [p for p in listed if p.parent == DOCS and p.name != "index.md" and p.exists()]
+    return [README, *[p for p in listed if p.parent == DOCS and p.name != "index.md" and p.exists()]]
 
 
 def markdown_files() -> list[Path]:
-    return [README] + sorted(p for p in DOCS.rglob("*.md") if "_incoming" not in p.relative_to(DOCS).parts)
+    return [README, *sorted(p for p in DOCS.rglob("*.md") if "_incoming" not in p.relative_to(DOCS).parts)]
 
 
 def blocks(path: Path) -> list[Block]:
@@ -213,8 +213,9 @@ def test_make_fake_api_serves_on_the_ports_given_and_writes_the_settings_the_doc
         meltano_env = _env_file(tmp_path / "meltano.env")
         assert meltano_env["TAP_JOBRESULTS_TALONIC_API_KEY"] == config["talonic"]["api_key"]
         assert meltano_env["TAP_JOBRESULTS_TALONIC_BASE_URL"] == config["talonic"]["base_url"]
-        assert json.loads(meltano_env["TAP_JOBRESULTS_COGNITE_ENTITY_MATCHING_JOBS"]) == (
-            config["cognite"]["entity_matching_jobs"]
+        assert (
+            json.loads(meltano_env["TAP_JOBRESULTS_COGNITE_ENTITY_MATCHING_JOBS"])
+            == (config["cognite"]["entity_matching_jobs"])
         )
         # The bare tap reads tap.env as the docs say and syncs what config.json syncs.
         from_file = run_tap(config, check=True)

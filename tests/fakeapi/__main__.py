@@ -111,7 +111,9 @@ def main() -> int:
         type=int,
         help=f"first of four ports (default $FAKE_API_PORT or {PORT}; 0, and the default with --config-out: free ports)",
     )
-    parser.add_argument("--out-dir", type=Path, help=f"where config.json, tap.env and meltano.env go (default {OUT_DIR})")
+    parser.add_argument(
+        "--out-dir", type=Path, help=f"where config.json, tap.env and meltano.env go (default {OUT_DIR})"
+    )
     parser.add_argument(
         "--config-out", type=Path, help="only write the tap config, here (the demo, the benchmark, the tests)"
     )
