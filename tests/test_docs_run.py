@@ -12,6 +12,8 @@ reading the pages from the top would type them, in a copy of the project in a te
 - ```cron blocks: each `NAME=value` line is cron's environment, each schedule line's command runs as cron runs it
   (`/bin/sh -c`, an empty environment but those and HOME).
 
+JOBRESULTS_DOCS_PAGES=docs/operations.md,docs/scale.md runs the README and those pages only (while editing them).
+
 What a user fills in for their own setup, the test fills in too, and only that:
 - the placeholder key `tlnc_live_...` -> the fake Talonic's key, and Talonic's URL in the environment
   (TAP_JOBRESULTS_TALONIC_BASE_URL), as for a user whose account is that fake;
@@ -158,7 +160,9 @@ def test_every_shell_block_of_the_docs_runs_as_written(tmp_path, database):
     for venv in VENVS:
         (copy / venv).symlink_to(ROOT / venv)
     port = _free_port_block()
-    all_blocks = [block for page in pages() for block in shell_blocks(page)]
+    chosen = os.environ.get("JOBRESULTS_DOCS_PAGES")
+    run_pages = [p for p in pages() if not chosen or p.name == "README.md" or str(p.relative_to(ROOT)) in chosen]
+    all_blocks = [block for page in run_pages for block in shell_blocks(page)]
     text = script(all_blocks, substitutions(copy, schema, test_db, system_db))
     assert "..." not in "\n".join(line.split("#")[0] for line in text.splitlines()), (
         "a placeholder this test does not know how to fill in"
