@@ -149,12 +149,12 @@ def main() -> int:
             "tap.env": tap_env(config),
             "meltano.env": meltano_env(config),
         }
-        print(
-            f"fake APIs ({args.scenario}) on 127.0.0.1: identity provider {apis.idp.base_url}, "
-            f"CDF {apis.cognite.base_url}, Clavata {apis.clavata.base_url}, Talonic {apis.talonic.base_url}",
-            file=sys.stderr,
-        )
         if args.out_dir:
+            print(
+                f"fake APIs ({args.scenario}) on 127.0.0.1: identity provider {apis.idp.base_url}, "
+                f"CDF {apis.cognite.base_url}, Clavata {apis.clavata.base_url}, Talonic {apis.talonic.base_url}",
+                file=sys.stderr,
+            )
             args.out_dir.mkdir(parents=True, exist_ok=True)
             for name, text in files.items():
                 _write(args.out_dir / name, text)
@@ -163,13 +163,14 @@ def main() -> int:
                 f"  tap config:   {out / 'config.json'}   (tap-jobresults --config {out / 'config.json'})\n"
                 f"  tap env vars: {out / 'tap.env'}       (set -a; . {out / 'tap.env'}; set +a; "
                 "tap-jobresults --config ENV)\n"
-                f"  Meltano:      {out / 'meltano.env'}   (set -a; . {out / 'meltano.env'}; set +a)",
+                f"  Meltano:      {out / 'meltano.env'}   (set -a; . {out / 'meltano.env'}; set +a)\n"
+                "Ctrl-C stops them.",
                 file=sys.stderr,
             )
         if args.config_out:
             args.config_out.parent.mkdir(parents=True, exist_ok=True)
             _write(args.config_out, files["config.json"])
-        print("fake APIs ready; Ctrl-C stops them", file=sys.stderr, flush=True)
+        print("fake APIs ready", file=sys.stderr, flush=True)
         stop.wait()
     finally:
         apis.__exit__(None, None, None)
