@@ -65,7 +65,7 @@ demo-postgres: install .venv-target-postgres/bin/target-postgres $(DBT_VENV)/bin
 # Meltano's plugins go to $(TEST_CACHE) (MELTANO_SYS_DIR_ROOT), not to the project's .meltano/.
 TEST_CACHE ?= $(HOME)/.cache/tap-jobresults-tests
 test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-postgres .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake .venv-dagster/bin/dagster $(DBT_VENV)/bin/dbt
-	TAP_JOBRESULTS_TEST_CACHE="$(TEST_CACHE)" PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
+	JOBRESULTS_TEST_CACHE="$(TEST_CACHE)" PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The fast suite for day-to-day work: no loaders, no Meltano, no PostgreSQL (`slow` tests left out; see
 # docs/development.md for what that excludes). Under 3 minutes on a quiet 2-core machine.
