@@ -79,7 +79,7 @@ $(DOCS_VENV)/bin/mkdocs: docs/requirements.txt
 	$(DOCS_VENV)/bin/pip install --quiet -r docs/requirements.txt
 	touch $@
 
-docs:
+docs: $(DOCS_VENV)/bin/mkdocs
 	$(DOCS_VENV)/bin/mkdocs build --strict --site-dir output/site
 
 # The fake APIs on fixed ports, with the demo's jobs, until Ctrl-C: try every recipe of the docs without
