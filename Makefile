@@ -3,9 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 LOADER_VENV ?= .venv-target-duckdb
 BIN    := $(VENV)/bin
-DOCS_VENV ?= .venv-docs
 
-.PHONY: demo demo-postgres test check docs fake-api mutations install bench lint lock readme-settings clean
+.PHONY: demo demo-postgres test mutations install bench lint lock readme-settings clean
 
 $(BIN)/tap-jobresults: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -67,12 +66,16 @@ TEST_CACHE ?= $(HOME)/.cache/tap-jobresults-tests
 test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-postgres .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake .venv-dagster/bin/dagster $(DBT_VENV)/bin/dbt
 	JOBRESULTS_TEST_CACHE="$(TEST_CACHE)" PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
 
+# (Targets of docs/development.md.)
+.PHONY: check docs fake-api
+
 # The fast suite for day-to-day work: no loaders, no Meltano, no PostgreSQL (`slow` tests left out; see
 # docs/development.md for what that excludes). Under 3 minutes on a quiet 2-core machine.
 check: install
 	$(BIN)/python -m pytest -m "not slow" -n 2 -q
 
 # The docs site (README as home page + docs/), --strict: a broken link or anchor fails the build.
+DOCS_VENV ?= .venv-docs
 
 $(DOCS_VENV)/bin/mkdocs: docs/requirements.txt
 	$(PYTHON) -m venv $(DOCS_VENV)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
+import hashlib
 import json
 import os
 import re
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import typing as t
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,14 +28,6 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
-# Meltano's directory for the tests that run Meltano in this project (its plugins' virtualenvs, run files):
-# outside the project, so that the tests write nothing into the user's .meltano/ (MELTANO_SYS_DIR_ROOT).
-# Kept between sessions so that plugins are installed once; JOBRESULTS_TEST_CACHE moves it.
-TEST_CACHE = Path(os.environ.get("JOBRESULTS_TEST_CACHE") or Path.home() / ".cache" / "tap-jobresults-tests")
-MELTANO_SYS_DIR = TEST_CACHE / f"meltano-{__import__('hashlib').sha256(str(ROOT).encode()).hexdigest()[:12]}"
-os.environ["MELTANO_SYS_DIR_ROOT"] = str(MELTANO_SYS_DIR)
-# The PostgreSQL of the loader tests (docs/development.md).
-PG_URL = os.environ.get("TAP_JOBRESULTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 TAP = shutil.which("tap-jobresults", path=str(Path(sys.executable).parent)) or "tap-jobresults"
 
 CONTRACT_KEYS = {
@@ -60,6 +53,15 @@ RESULT_STREAMS = (
     "clavata_reports",
     "extraction_rows",
 )
+
+# Meltano's directory for the tests that run Meltano in this project (its plugins' virtualenvs, run files):
+# outside the project, so that the tests write nothing into the user's .meltano/ (MELTANO_SYS_DIR_ROOT).
+# Kept between sessions so that plugins are installed once; JOBRESULTS_TEST_CACHE moves it.
+TEST_CACHE = Path(os.environ.get("JOBRESULTS_TEST_CACHE") or Path.home() / ".cache" / "tap-jobresults-tests")
+MELTANO_SYS_DIR = TEST_CACHE / f"meltano-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]}"
+os.environ["MELTANO_SYS_DIR_ROOT"] = str(MELTANO_SYS_DIR)
+# The PostgreSQL of the loader tests (docs/development.md).
+PG_URL = os.environ.get("TAP_JOBRESULTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @dataclasses.dataclass
@@ -217,10 +219,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.smoke)
 
 
+@pytest.fixture
+def meltano_project_lock() -> t.Iterator[None]:
+    """Meltano runs of one plugin in one project share `.meltano/run/<plugin>/` (Meltano issue 8763): tests
+    that run Meltano in this repository hold this lock, so that two xdist workers never do so at once."""
+    import fcntl
+    import hashlib
+
+    digest = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    lock_path = Path(tempfile.gettempdir()) / f"tap-jobresults-meltano-{digest}.lock"
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 # -- PostgreSQL: a test that needs it and cannot reach it fails at once, saying what is missing -------------------
 
 
-@functools.cache
+@cache
 def postgres_problem() -> str | None:
     """None when the test database answers; else what is missing and how to provide it."""
     try:
@@ -295,20 +314,3 @@ def pytest_terminal_summary(terminalreporter: t.Any, exitstatus: int, config: py
         terminalreporter.write_line("git status --porcelain --ignored shows what the suite wrote or changed:")
         for line in written:
             terminalreporter.write_line(f"  {line}")
-
-
-@pytest.fixture
-def meltano_project_lock() -> t.Iterator[None]:
-    """Meltano runs of one plugin in one project share `.meltano/run/<plugin>/` (Meltano issue 8763): tests
-    that run Meltano in this repository hold this lock, so that two xdist workers never do so at once."""
-    import fcntl
-    import hashlib
-
-    digest = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
-    lock_path = Path(tempfile.gettempdir()) / f"tap-jobresults-meltano-{digest}.lock"
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
