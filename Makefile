@@ -67,7 +67,7 @@ test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-
 	JOBRESULTS_TEST_CACHE="$(TEST_CACHE)" PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
 
 # (Targets of docs/development.md.)
-.PHONY: check docs fake-api
+.PHONY: check docs fake-api clean-docs
 
 # The fast suite for day-to-day work: no loaders, no Meltano, no PostgreSQL (`slow` tests left out; see
 # docs/development.md for what that excludes). Under 3 minutes on a quiet 2-core machine.
@@ -76,7 +76,6 @@ check: install
 
 # The docs site (README as home page + docs/), --strict: a broken link or anchor fails the build.
 DOCS_VENV ?= .venv-docs
-
 $(DOCS_VENV)/bin/mkdocs: docs/requirements.txt
 	$(PYTHON) -m venv $(DOCS_VENV)
 	$(DOCS_VENV)/bin/pip install --quiet -r docs/requirements.txt
@@ -84,6 +83,10 @@ $(DOCS_VENV)/bin/mkdocs: docs/requirements.txt
 
 docs: $(DOCS_VENV)/bin/mkdocs
 	$(DOCS_VENV)/bin/mkdocs build --strict --site-dir output/site
+
+clean: clean-docs
+clean-docs:
+	rm -rf $(DOCS_VENV)
 
 # The fake APIs on fixed ports, with the demo's jobs, until Ctrl-C: try every recipe of the docs without
 # credentials. Writes the settings for them to output/fake-api/ (config.json, tap.env, meltano.env).
@@ -116,4 +119,4 @@ readme-settings: install
 	$(BIN)/python scripts/readme_settings.py
 
 clean:
-	rm -rf $(VENV) $(LOADER_VENV) .venv-target-postgres .venv-meltano .venv-target-snowflake .venv-dagster .venv-py3.* $(DBT_VENV) $(DOCS_VENV) .meltano output .pytest_cache transform/target transform/logs
+	rm -rf $(VENV) $(LOADER_VENV) .venv-target-postgres .venv-meltano .venv-target-snowflake .venv-dagster .venv-py3.* $(DBT_VENV) .meltano output .pytest_cache transform/target transform/logs
