@@ -1,4 +1,4 @@
-# Two entry points a new user needs: `make demo` (no credentials) and `make test`.
+# Two entry points a new user needs: `make demo` (no credentials) and `make test`; `make check` for day-to-day work.
 PYTHON ?= python3
 VENV   ?= .venv
 LOADER_VENV ?= .venv-target-duckdb
@@ -28,8 +28,11 @@ $(DBT_VENV)/bin/dbt:
 	$(PYTHON) -m venv $(DBT_VENV)
 	$(DBT_VENV)/bin/pip install --quiet 'dbt-core==1.11.16' 'dbt-postgres==1.11.0' 'dbt-duckdb==1.11.1' 'duckdb==1.1.3'
 
+# V=1 shows the tap's and the loader's logs (the demo shows warnings only).
+V ?=
+DEMO_ARGS = $(if $(V),--verbose)
 demo: install $(LOADER_VENV)/bin/target-duckdb $(DBT_VENV)/bin/dbt
-	PATH="$(CURDIR)/$(BIN):$(CURDIR)/$(LOADER_VENV)/bin:$$PATH" $(BIN)/python scripts/demo.py
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/$(LOADER_VENV)/bin:$$PATH" $(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 .venv-target-postgres/bin/target-postgres:
 	$(PYTHON) -m venv .venv-target-postgres
@@ -37,7 +40,7 @@ demo: install $(LOADER_VENV)/bin/target-duckdb $(DBT_VENV)/bin/dbt
 
 # The same demo into PostgreSQL (PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE; default 127.0.0.1:5432).
 demo-postgres: install .venv-target-postgres/bin/target-postgres $(DBT_VENV)/bin/dbt
-	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.venv-target-postgres/bin:$$PATH" $(BIN)/python scripts/demo.py --loader postgres
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.venv-target-postgres/bin:$$PATH" $(BIN)/python scripts/demo.py --loader postgres $(DEMO_ARGS)
 
 # Loaders and Meltano for the end-to-end tests, each in its own virtualenv (as Meltano does).
 # The `postgres` extra brings psycopg 3, for a system database in PostgreSQL
@@ -65,8 +68,40 @@ $(SNOWFLAKE_PINS):
 	  'fakesnow[server]==0.12.1' 'duckdb==2.0.1' 'sqlglot==30.22.0' 'starlette==1.10.0' 'uvicorn==0.55.0'
 	touch $@
 
+# The whole suite (docs/development.md): PostgreSQL on 127.0.0.1:5432 (or TAP_JOBRESULTS_TEST_PG), the loaders,
+# Meltano, dbt and Dagster in virtualenvs of their own. Nothing lands in the project outside ignored folders:
+# Meltano's plugins go to $(TEST_CACHE) (MELTANO_SYS_DIR_ROOT), not to the project's .meltano/.
+TEST_CACHE ?= $(HOME)/.cache/tap-jobresults-tests
 test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-postgres .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake .venv-dagster/bin/dagster $(DBT_VENV)/bin/dbt
-	PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
+	JOBRESULTS_TEST_CACHE="$(TEST_CACHE)" PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
+
+# (Targets of docs/development.md.)
+.PHONY: check docs fake-api clean-docs
+
+# The fast suite for day-to-day work: no loaders, no Meltano, no PostgreSQL (`slow` tests left out; see
+# docs/development.md for what that excludes). Under 3 minutes on a quiet 2-core machine.
+check: install
+	$(BIN)/python -m pytest -m "not slow" -n 2 -q
+
+# The docs site (README as home page + docs/), --strict: a broken link or anchor fails the build.
+DOCS_VENV ?= .venv-docs
+$(DOCS_VENV)/bin/mkdocs: docs/requirements.txt
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/pip install --quiet -r docs/requirements.txt
+	touch $@
+
+docs: $(DOCS_VENV)/bin/mkdocs
+	$(DOCS_VENV)/bin/mkdocs build --strict --site-dir output/site
+
+clean: clean-docs
+clean-docs:
+	rm -rf $(DOCS_VENV)
+
+# The fake APIs on fixed ports, with the demo's jobs, until Ctrl-C: try every recipe of the docs without
+# credentials. Writes the settings for them to output/fake-api/ (config.json, tap.env, meltano.env).
+FAKE_API_PORT ?= 8781
+fake-api: install
+	$(BIN)/python -m tests.fakeapi serve --scenario demo --port $(FAKE_API_PORT) --out-dir output/fake-api
 
 # One-line behavioural mutations of tap_jobresults/, each in a scratch copy: the tests chosen for it
 # must fail (scripts/mutations.py; .ci/run runs it after the suite, with MUTATION_ARGS=--no-baseline since

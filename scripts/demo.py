@@ -5,8 +5,11 @@
                          (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE; default 127.0.0.1:5432,
                          postgres, database postgres)
 
---output DIR puts the demo's files (config, state, DuckDB file) elsewhere than output/, and
+--output DIR puts the demo's files (config, state, DuckDB file, log) elsewhere than output/, and
 --schema NAME loads PostgreSQL into another schema (the tests use both, to leave yours alone).
+It prints results, not logs: the tap's and the loader's logs go to demo.log, and only their warnings and errors
+are shown, after the results (--verbose, or `make demo V=1`, shows everything as it happens). The fake APIs
+serve the same jobs at every run (a fixed seed), so the same run shows the same rows.
 
 Each loader runs from its own virtualenv, as Meltano would install it; so does dbt (.venv-dbt), which builds
 the project in transform/ over what landed, into the schema named after the loaded one plus `_dbt` (tap_jobresults_dbt in the
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -78,9 +82,10 @@ REVIEW_MODELS = {
         "policy_key, day, reports, outcome_true, outcome_false, outcome_failed, avg_score",
         "day",
     ),
+    # Two extraction schemas may share a name: schema_id tells them apart.
     "review_flagged_extraction_fields": (
-        "schema_name, field, flag_count, flagged_row_rate, flag_codes",
-        "flag_count desc",
+        "schema_name, schema_id, field, flag_count, flagged_row_rate, flag_codes",
+        "flag_count desc, schema_id, field",
     ),
     "review_running_jobs": ("source, job_stream, job_key, status, created_at, age_seconds, progress", "created_at"),
     "review_failed_jobs": ("source, job_stream, job_key, status, error_code, error_message, failed_at", "failed_at"),
@@ -89,10 +94,24 @@ REVIEW_MODELS = {
 REVIEW = """
 import datetime, sys
 where, schema, specs = sys.argv[1], sys.argv[2], sys.argv[3:]
-def show(value):
+def age(seconds):
+    # 60590705 -> '701 d 6 h': the two largest units
+    if seconds is None:
+        return ""
+    seconds, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size} {unit}")
+            seconds %= size
+    return " ".join(parts[:2])
+def show(value, name):
+    if name == "age_seconds":
+        return age(value)
     if isinstance(value, datetime.datetime):
         return value.strftime("%Y-%m-%d %H:%M")
     text = "" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+    if name.endswith("_id") and len(text) == 36 and text.count("-") == 4:
+        return text[:8]  # a UUID: its first 8 digits tell the rows apart
     return text if len(text) <= 24 else text[:21] + "..."
 for spec in specs:
     model, columns, order = spec.split(":")
@@ -101,7 +120,7 @@ for spec in specs:
     rows = cur.fetchall()
     total = con.execute(f"select count(*) from {schema}.{model}").fetchall()[0][0]
     print(f"\\n== {model}: {total} in all, the first {len(rows)}")
-    table = [names] + [[show(v) for v in row] for row in rows]
+    table = [[("age" if n == "age_seconds" else n) for n in names]] + [[show(v, n) for v, n in zip(row, names)] for row in rows]
     widths = [max(len(str(r[i])) for r in table) for i in range(len(names))]
     for r in table:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
@@ -212,13 +231,14 @@ def main() -> int:
     parser.add_argument("--loader", choices=["duckdb", "postgres"], default="duckdb")
     parser.add_argument("--output", type=Path, default=OUT, help="directory for the demo's files (default output/)")
     parser.add_argument("--schema", help="target schema (default tap_jobresults, or tap_jobresults_demo in PostgreSQL)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the logs of the run as it happens")
     args = parser.parse_args()
     loader, out = args.loader, args.output.resolve()
     schema = args.schema or ("tap_jobresults" if loader == "duckdb" else "tap_jobresults_demo")
     out.mkdir(parents=True, exist_ok=True)
     tap_config, state_file = out / "demo-config.json", out / "demo-state.json"
     database = out / "demo.duckdb"
-    for path in (tap_config, database, state_file):
+    for path in (tap_config, database, state_file, out / "demo.log"):
         path.unlink(missing_ok=True)
     target, loader_python = _loader(f"target-{loader}")
     if loader == "duckdb":
@@ -240,33 +260,48 @@ def main() -> int:
     target_config = out / f"target-{loader}.json"
     target_config.write_text(json.dumps(config))
 
+    log_file = out / "demo.log"
+    # The logs go to demo.log unless --verbose; the results come first, then the warnings of the run.
+    log = None if args.verbose else log_file.open("w")
+    print(
+        f"tap-jobresults demo: fake CDF, Clavata and Talonic APIs -> tap-jobresults -> target-{loader} -> dbt"
+        + ("" if args.verbose else f"\n(logs in {_shown(log_file)}; `make demo V=1` or --verbose shows them)"),
+        flush=True,
+    )
     fake = subprocess.Popen(
         [sys.executable, "-m", "tests.fakeapi", "serve", "--scenario", "demo", "--config-out", str(tap_config)],
         cwd=ROOT,
+        stderr=log,
     )
     try:
         deadline = time.monotonic() + 30
         while not tap_config.exists():
             if time.monotonic() > deadline or fake.poll() is not None:
-                print("the fake APIs did not start", file=sys.stderr)
+                print(f"the fake APIs did not start (see {_shown(log_file)})", file=sys.stderr)
                 return 1
             time.sleep(0.1)
-        print(f"== fake APIs up; running: tap-jobresults | target-{loader}", file=sys.stderr)
         with state_file.open("w") as states:
             tap = subprocess.Popen(
-                ["tap-jobresults", "--config", str(tap_config)], stdout=subprocess.PIPE, env=os.environ
+                ["tap-jobresults", "--config", str(tap_config)], stdout=subprocess.PIPE, stderr=log, env=os.environ
             )
-            target_proc = subprocess.Popen([target, "--config", str(target_config)], stdin=tap.stdout, stdout=states)
+            target_proc = subprocess.Popen(
+                [target, "--config", str(target_config)], stdin=tap.stdout, stdout=states, stderr=log
+            )
             assert tap.stdout is not None
             tap.stdout.close()
             target_proc.wait()
             tap.wait()
         if tap.returncode or target_proc.returncode:
+            if log is not None:
+                log.close()
+                print(log_file.read_text()[-5000:], file=sys.stderr)
             print(f"tap exited {tap.returncode}, target exited {target_proc.returncode}", file=sys.stderr)
             return 1
     finally:
         fake.send_signal(signal.SIGTERM)
         fake.wait(timeout=10)
+        if log is not None:
+            log.close()
 
     shown = f"{_shown(database)} (schema {schema})" if loader == "duckdb" else f"schema {schema}"
     print(f"\n== what landed in {shown}", flush=True)
@@ -275,7 +310,15 @@ def main() -> int:
         return 1
     last_state = [line for line in state_file.read_text().splitlines() if line.strip()]
     print(f"== final state ({len(last_state[-1]) if last_state else 0} bytes) in {_shown(state_file)}")
-    return _dbt_review(loader, where, loader_python, schema)
+    status = _dbt_review(loader, where, loader_python, schema)
+    if not args.verbose:
+        warnings = [
+            line for line in log_file.read_text().splitlines() if re.search(r"\b(WARNING|ERROR|CRITICAL)\b", line)
+        ]
+        print(f"\n== warnings and errors of the run: {len(warnings)} (all logs in {_shown(log_file)})")
+        for line in warnings:
+            print(f"  {line}")
+    return status
 
 
 if __name__ == "__main__":

@@ -7,12 +7,15 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import typing as t
+from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import settings
@@ -55,6 +58,15 @@ RESULT_STREAMS = (
     "clavata_reports",
     "extraction_rows",
 )
+
+# Meltano's directory for the tests that run Meltano in this project (its plugins' virtualenvs, run files):
+# outside the project, so that the tests write nothing into the user's .meltano/ (MELTANO_SYS_DIR_ROOT).
+# Kept between sessions so that plugins are installed once; JOBRESULTS_TEST_CACHE moves it.
+TEST_CACHE = Path(os.environ.get("JOBRESULTS_TEST_CACHE") or Path.home() / ".cache" / "tap-jobresults-tests")
+MELTANO_SYS_DIR = TEST_CACHE / f"meltano-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]}"
+os.environ["MELTANO_SYS_DIR_ROOT"] = str(MELTANO_SYS_DIR)
+# The PostgreSQL of the loader tests (docs/development.md).
+PG_URL = os.environ.get("TAP_JOBRESULTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @dataclasses.dataclass
@@ -232,3 +244,83 @@ def meltano_project_lock() -> t.Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -- PostgreSQL: a test that needs it and cannot reach it fails at once, saying what is missing -------------------
+
+
+@cache
+def postgres_problem() -> str | None:
+    """None when the test database answers; else what is missing and how to provide it."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed in the test virtualenv (`make install` installs the test extra)"
+    try:
+        with psycopg.connect(PG_URL, connect_timeout=5):
+            return None
+    except Exception as exc:  # any failure to connect is the same missing prerequisite
+        shown = PG_URL.replace(f":{urlsplit(PG_URL).password}@", ":***@") if urlsplit(PG_URL).password else PG_URL
+        return (
+            f"PostgreSQL is not reachable at {shown} ({str(exc).strip().splitlines()[0]}). The loader, dbt, Meltano "
+            "and docs tests need a PostgreSQL server on 127.0.0.1:5432 accepting the user postgres without a "
+            "password (trust auth) with a database `test`, or TAP_JOBRESULTS_TEST_PG set to the URL of one "
+            "(postgresql://user:password@host:5432/dbname). `make check` runs the tests that need none."
+        )
+
+
+@pytest.fixture(autouse=True)
+def _postgres_when_needed(request: pytest.FixtureRequest) -> None:
+    """Tests of modules that talk to the test database (they define PG_URL) fail with a clear message without it."""
+    if getattr(request.module, "PG_URL", None) is not None and request.module.__name__ != __name__:
+        problem = postgres_problem()
+        if problem:
+            pytest.fail(problem, pytrace=False)
+
+
+# -- The suite leaves the project as it found it ----------------------------------------------------------------
+
+# What the tests (and `make install`) may create inside the project: git-ignored build folders.
+BUILD_FOLDERS = re.compile(
+    r"^(\.venv[^/]*/?|.*__pycache__/|\.pytest_cache/|\.hypothesis/|\.ruff_cache/|\.mypy_cache/|"
+    r".*\.egg-info/|transform/target/|transform/logs/)$"
+)
+
+
+def _git_status() -> set[str] | None:
+    try:
+        proc = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "--untracked-files=normal"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(proc.stdout.splitlines()) if proc.returncode == 0 else None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the xdist controller, or a plain run
+        session.config._jobresults_git_status = _git_status()  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = getattr(session.config, "_jobresults_git_status", None)
+    if before is None or hasattr(session.config, "workerinput"):
+        return
+    after = _git_status() or set()
+    written = sorted(line for line in after - before if not BUILD_FOLDERS.match(line[3:]))
+    if written:
+        session.config._jobresults_written = written  # type: ignore[attr-defined]
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: t.Any, exitstatus: int, config: pytest.Config) -> None:
+    written = getattr(config, "_jobresults_written", None)
+    if written:
+        terminalreporter.section("the tests changed the project", red=True)
+        terminalreporter.write_line("git status --porcelain --ignored shows what the suite wrote or changed:")
+        for line in written:
+            terminalreporter.write_line(f"  {line}")

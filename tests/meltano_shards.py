@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import MELTANO_SYS_DIR, ROOT
 from tests.test_meltano_postgres import MELTANO, PG, PG_URL
 
 psycopg = pytest.importorskip("psycopg")
@@ -43,8 +43,8 @@ def meltano(*args: str, env: dict, timeout: float = 600) -> subprocess.Completed
 @contextlib.contextmanager
 def install_lock():
     """`meltano install` upgrades a plugin's virtualenv in place: one installer at a time across pytest workers."""
-    (ROOT / ".meltano").mkdir(exist_ok=True)
-    with open(ROOT / ".meltano" / ".tests-install.lock", "w") as handle:
+    MELTANO_SYS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(MELTANO_SYS_DIR / ".tests-install.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -86,3 +86,28 @@ def test_demo_lands_every_record_of_all_ten_streams(loader, tmp_path, request):
     assert set(shown) == REVIEW_MODELS, proc.stdout[-3000:]
     # The demo has a failed and a running job of each of the four kinds.
     assert int(shown["review_failed_jobs"]) >= 4 and int(shown["review_running_jobs"]) >= 4
+    # It shows, not scrolls: no log lines before or between the results (they are in demo.log, with the
+    # warnings listed at the end), ages a reader can read, and rows of same-named schemas told apart.
+    output = proc.stdout + proc.stderr
+    assert not re.search(r"\| (INFO|DEBUG) +\||\bINFO\b.*METRIC", output), output[:3000]
+    assert proc.stdout.splitlines()[0].startswith("tap-jobresults demo:"), proc.stdout[:500]
+    assert "Sync complete" in (tmp_path / "demo.log").read_text()
+    running = proc.stdout.split("== review_running_jobs", 1)[1].split("\n\n", 1)[0]
+    assert "age_seconds" not in running and re.search(r"  \d+ d \d+ h  ", running), running
+    flagged = proc.stdout.split("== review_flagged_extraction_fields", 1)[1].split("\n\n", 1)[0]
+    header, *rows = flagged.splitlines()[1:]
+    assert "schema_id" in header.split()
+    keys = [tuple(row.split()[:3]) for row in rows]  # schema_name, schema_id, field
+    assert len(keys) == len(set(keys)), f"rows that look the same: {flagged}"
+
+
+def test_the_demo_logs_only_when_asked(tmp_path):
+    """--verbose (make demo V=1) shows the tap's log as it happens; without it the same run shows none."""
+    bin_dir = ROOT / LOADER_VENVS["duckdb"] / "bin"
+    if not (bin_dir / "target-duckdb").exists():
+        pytest.fail("run `make test`: it installs target-duckdb into .venv-target-duckdb")
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{bin_dir}:{os.environ['PATH']}"}
+    argv = [sys.executable, "scripts/demo.py", "--output", str(tmp_path), "--verbose"]
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Sync complete" in proc.stderr and not (tmp_path / "demo.log").exists()

@@ -186,9 +186,10 @@ def test_meltano_run_into_postgres_twice(apis, schema, meltano_installed):
 
 
 def _run_readme_sql(schema: str) -> list[list[tuple]]:
-    """The README's example SQL, run as written against the tables the loader made; the rows of each statement."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Example SQL (PostgreSQL)", 1)[1]
+    """The docs' example SQL (docs/warehouses.md), run as written against the tables the loader made; the rows of
+    each statement."""
+    readme = (ROOT / "docs" / "warehouses.md").read_text()
+    section = readme.split("## Example SQL (PostgreSQL)", 1)[1]
     sql = section.split("```sql", 1)[1].split("```", 1)[0]
     statements = [s.strip() for s in sql.replace("tap_jobresults.", f'"{schema}".').split(";") if s.strip()]
     assert len(statements) >= 4

@@ -1,6 +1,9 @@
-"""Every Meltano command in the README runs as written, with Meltano 4, against the fake APIs.
+"""Every Meltano command of the README's setup and of the operations page (state, resets) runs as written, with
+Meltano 4, against the fake APIs, and does what the docs say it does.
 
-The commands are read from the README's ```bash blocks (every line that starts with `meltano`), put in the
+(tests/test_docs_run.py runs every block of the docs as a whole; this test checks each command's claim.)
+The commands are read from the ```bash blocks of README.md and docs/operations.md (every line that starts
+with `meltano`, blocks marked norun left out), put in the
 order of a new user's first day (install, config, run, state), and run by bash in a copy of this project (its own `.meltano/`: plugins, system database and state), with
 the README's placeholders filled in: the fake Talonic's key for `tlnc_live_...`, a password for `...`, and a
 temporary directory for `/tmp/`. The fake Talonic's URL comes from `TAP_JOBRESULTS_TALONIC_BASE_URL` and the
@@ -26,6 +29,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import ROOT
+from tests.test_docs import shell_blocks
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -48,20 +52,26 @@ def _phase(command: str) -> int:
 
 
 def readme_meltano_commands() -> list[str]:
-    """The `meltano ...` lines of the README's bash blocks, continuation lines joined, comments removed.
-
-    In the order a new user runs them: the README shows the state commands (How state works) before the
-    setup (Running with Meltano), so they are sorted by phase (install, config set, config list/test, run,
-    state), keeping the README's order within each phase.
+    """The `meltano ...` lines of the README's and operations page's bash blocks, continuation lines joined,
+    comments removed, sorted by phase (install, config set, config list/test, run, state), keeping the docs'
+    order within each phase.
     """
-    readme = (ROOT / "README.md").read_text()
     commands = []
-    for block in re.findall(r"^```bash\n(.*?)^```", readme, re.S | re.M):
-        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
-            line = re.sub(r"(^|\s)#.*$", "", line).strip()
-            if line.startswith("meltano ") and line not in commands:
-                commands.append(line)
+    for page in (ROOT / "README.md", ROOT / "docs" / "operations.md"):
+        for block in shell_blocks(page):
+            if "norun" in block.attrs:
+                continue
+            commands += _meltano_lines(block.code, commands)
     return sorted(commands, key=_phase)
+
+
+def _meltano_lines(block: str, seen: list[str]) -> list[str]:
+    commands: list[str] = []
+    for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", line).strip()
+        if line.startswith("meltano ") and line not in commands and line not in seen:
+            commands.append(line)
+    return commands
 
 
 def test_the_readme_has_the_meltano_commands_a_user_needs():
@@ -75,7 +85,9 @@ def test_the_readme_has_the_meltano_commands_a_user_needs():
         "state set",
         "state clear",
     ):
-        assert any(c.startswith(f"meltano {needed}") for c in commands), f"no `meltano {needed}` in the README"
+        assert any(c.startswith(f"meltano {needed}") for c in commands), (
+            f"no `meltano {needed}` in the README or docs/operations.md"
+        )
     assert not any(re.match(r"meltano (config|state) tap-", c) for c in commands), (
         "Meltano 3 syntax (`meltano config <plugin> set`): Meltano 4 wants `meltano config set <plugin> ...`"
     )
@@ -87,6 +99,7 @@ def project(tmp_path):
         pytest.fail(f"meltano not found at {MELTANO}: run `make test` (it installs Meltano into .venv-meltano)")
     copy = tmp_path / "project"
     shutil.copytree(ROOT, copy, ignore=NOT_COPIED)
+    (copy / "output").mkdir()  # the docs' recipes write their files there (git-ignored)
     return copy
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONTRACT_KEYS, DATA_STREAMS, ROOT, populate
+from tests.conftest import CONTRACT_KEYS, DATA_STREAMS, MELTANO_SYS_DIR, ROOT, populate
 from tests.meltano_shards import (
     LOADER,
     SHARDS,
@@ -36,10 +36,10 @@ psycopg = pytest.importorskip("psycopg")
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project_lock")]
 __all__ = ["schemas", "system_db"]  # fixtures
-TAP_BIN = ROOT / ".meltano" / "extractors" / "tap-jobresults" / "venv" / "bin" / "tap-jobresults"
+TAP_BIN = MELTANO_SYS_DIR / "extractors" / "tap-jobresults" / "venv" / "bin" / "tap-jobresults"
 DAGSTER = ROOT / ".venv-dagster" / "bin" / "dagster"
 DEFINITIONS = ROOT / "orchestrate" / "dagster" / "definitions.py"
-LOADER_BIN = ROOT / ".meltano" / "loaders" / LOADER / "venv" / "bin" / LOADER
+LOADER_BIN = MELTANO_SYS_DIR / "loaders" / LOADER / "venv" / "bin" / LOADER
 
 
 def _world(apis) -> dict:

@@ -2,8 +2,9 @@
 
     make .venv-dagster/bin/dagster                      # dagster + elt-dagster-meltano, a virtualenv of its own
     export MELTANO_DATABASE_URI=postgresql+psycopg://...   # the shards write state at once: not SQLite
-    export PATH="$PWD/.venv-meltano/bin:$PATH"          # the `meltano` the ops run
-    .venv-dagster/bin/dagster job execute -f orchestrate/dagster/definitions.py -j jobresults_shards   # one round
+    # the ops run the `meltano` on PATH
+    export DAGSTER_HOME="$PWD/output/dagster"; mkdir -p "$DAGSTER_HOME"   # Dagster's runs (must exist)
+    .venv-dagster/bin/python orchestrate/dagster/definitions.py                                          # one round
     .venv-dagster/bin/dagster dev -f orchestrate/dagster/definitions.py                                # UI + schedule
 
 One op per shard (`meltano run tap-jobresults--shard-<i> <loader> --force`, from elt-dagster-meltano's
@@ -20,14 +21,17 @@ import os
 from pathlib import Path
 
 from dagster import (
+    DagsterInstance,
     DagsterRunStatus,
     Definitions,
     RunRequest,
     RunsFilter,
     ScheduleEvaluationContext,
     SkipReason,
+    execute_job,
     job,
     multiprocess_executor,
+    reconstructable,
     schedule,
 )
 from dagster_meltano import meltano_resource, meltano_run_op
@@ -66,3 +70,11 @@ def jobresults_shards_hourly(context: ScheduleEvaluationContext) -> RunRequest |
 
 
 defs = Definitions(jobs=[jobresults_shards], schedules=[jobresults_shards_hourly])
+
+
+if __name__ == "__main__":
+    # One round of every shard, then exit (in place of `dagster job execute`, superseded in Dagster 1.13):
+    # reconstructable, so that the multiprocess executor can run the ops in processes of their own.
+    with DagsterInstance.get() as instance:
+        result = execute_job(reconstructable(jobresults_shards), instance=instance)
+    raise SystemExit(0 if result.success else 1)

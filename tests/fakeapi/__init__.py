@@ -45,8 +45,13 @@ class FakeAPIs:
             server.invalidate()
 
     def __enter__(self) -> FakeAPIs:
-        for server in self.servers:
-            server.start()
+        return self.start()
+
+    def start(self, port: int = 0) -> FakeAPIs:
+        """Start every server: on free ports (`port` 0, the tests), or on `port`, `port`+1, ... (in the
+        order identity provider, CDF, Clavata, Talonic), as `python -m tests.fakeapi serve --port` does."""
+        for offset, server in enumerate(self.servers):
+            server.start(port + offset if port else 0)
         return self
 
     def __exit__(self, *exc: t.Any) -> None:

@@ -56,7 +56,8 @@ class VendorServer:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, port: int = 0) -> None:
+        """Listen on 127.0.0.1:`port` (0: a free port, as the tests use; `serve --port` fixes them)."""
         vendor = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,7 +78,7 @@ class VendorServer:
             def do_POST(self) -> None:
                 vendor._dispatch(self, "POST")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
@@ -334,7 +335,18 @@ def _wrong_type(body: t.Any) -> t.Any:
     return body
 
 
+_uuids: random.Random | None = None
+
+
+def seed_uuids(seed: int | None) -> None:
+    """Make `new_uuid` repeatable (the demo: the same run shows the same rows); None: random again."""
+    global _uuids
+    _uuids = None if seed is None else random.Random(seed)
+
+
 def new_uuid() -> str:
+    if _uuids is not None:
+        return str(uuid.UUID(int=_uuids.getrandbits(128), version=4))
     return str(uuid.uuid4())
 
 
