@@ -1,0 +1,578 @@
+"""Valid worlds for the fuzz test, and one hostile value at one JSON path of one job's body.
+
+A world holds jobs of the four kinds (CDF predict jobs, CDF pipeline runs, Clavata jobs, Talonic jobs),
+every one finished, with the listing and result bodies their vendor serves. The bodies come from the
+fakes' own payload builders (tests/fakeapi: `_predict_body`, `_run_body`, `_job`, `_results`), in their
+tidy and realistic shapes, with deterministic IDs. Each pipeline run sits in a pipeline of its own, so a
+broken runs listing concerns one run only.
+
+A corruption replaces the value at one path (or adds one key) in one body: a job's result body, the job's
+entry in its listing, or a listing's envelope (cursor, pagination, the array of entries). `World.routes`
+serves the corrupted world, `World.routes()` without corruptions the repaired one.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+import re
+import typing as t
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from tests.fakeapi.clavata import ClavataServer
+from tests.fakeapi.cognite import CogniteServer
+from tests.fakeapi.talonic import TalonicServer
+from tests.fuzz.rawjson import Raw, dumps
+
+KINDS = ("predict", "runs", "clavata", "talonic")
+Path = tuple[t.Any, ...]  # keys and indexes from a body's root
+
+PROJECT = "fuzzproj"
+CDF = f"/api/v1/projects/{PROJECT}/context/entitymatching"
+
+# The request paths each vendor's API has: a request outside them reached another resource.
+ROUTE_SHAPES = {
+    "cognite": [re.compile(CDF + p) for p in (r"/jobs/[^/]+", r"/pipelines", r"/pipelines/[^/]+/runs(/[^/]+)?")],
+    "clavata": [re.compile(r"/v1/jobs(/[^/]+)?")],
+    "talonic": [re.compile(r"/v1/jobs(/[^/]+(/results)?)?")],
+}
+SERVER_OF = {"predict": "cognite", "runs": "cognite", "clavata": "clavata", "talonic": "talonic"}
+
+# Where each kind's job record and result records are, and which body array feeds each result stream.
+JOB_STREAM = {
+    "predict": "entity_matching_jobs",
+    "runs": "pipeline_runs",
+    "clavata": "clavata_jobs",
+    "talonic": "extraction_jobs",
+}
+RESULT_ARRAYS: dict[str, dict[str, Path]] = {
+    "predict": {"match_results": ("items",)},
+    "runs": {
+        "pipeline_matches": ("matches",),
+        "suggested_rules": ("suggestedRules",),
+        "generated_rules": ("generatedRules",),
+    },
+    "clavata": {"clavata_reports": ("job", "results")},
+    "talonic": {"extraction_rows": ("data",)},
+}
+# The field of a job's own body that says which job it is about (contract: another ID is a failed fetch).
+BODY_ID: dict[str, Path] = {
+    "predict": ("jobId",),
+    "runs": ("jobId",),
+    "clavata": ("job", "jobUuid"),
+    "talonic": ("job_id",),
+}
+ENTRY_ID: dict[str, Path] = {"runs": ("jobId",), "clavata": ("jobUuid",), "talonic": ("id",)}
+# Values no JSON decoder may take as they are (the contract: decode errors of that job or listing).
+MUST_FAIL_KINDS = frozenset({"number_range", "utf8"})
+LABEL = {"predict": "CDF predict job", "runs": "CDF pipeline run", "clavata": "Clavata job", "talonic": "Talonic job"}
+
+
+@dataclasses.dataclass
+class Listing:
+    name: str  # "talonic", "clavata", "pipelines", "runs:<pipeline id>"
+    server: str
+    path: str  # request path (queries are ignored: every page is this page)
+    body: t.Any
+    entries: Path  # the array of job (or pipeline) entries
+    names: tuple[str, ...]  # regexes an ERROR line matches when it names this listing's failure
+
+
+@dataclasses.dataclass
+class Job:
+    kind: str
+    id: str  # as the tap's records and logs show it
+    raw_id: t.Any  # as the API sends it (int for CDF)
+    partition: str  # "all", or the pipeline ID of a run
+    server: str
+    body_path: str
+    body: t.Any
+    listing: str | None  # key of its listing (runs: "runs:<pid>")
+    index: int | None  # its entry's index in that listing
+    clean: bool = True  # no corruption of its own
+    created: str = ""  # creation time as the tap's bookmark writes it
+
+    @property
+    def key(self) -> tuple:
+        """The job record's primary key as strings."""
+        return (self.partition, self.id) if self.kind == "runs" else (self.id,)
+
+    def counts(self) -> dict[str, int]:
+        """Result records per stream the valid body makes."""
+        return {stream: len(_get(self.body, path) or []) for stream, path in RESULT_ARRAYS[self.kind].items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Hostile:
+    """A hostile value, described so that a report (and the corpus) can show and rebuild it."""
+
+    kind: str  # timestamp | number | utf8 | depth | type | control | long | other_id | secret | path_id
+    spec: t.Any  # JSON-able
+
+    def __repr__(self) -> str:
+        spec = repr(self.spec)
+        return f"{self.kind}:{spec if len(spec) <= 80 else spec[:77] + '...'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Corruption:
+    where: str  # "body" | "listing" (the job's entry) | "envelope:<listing name>"
+    path: Path
+    value: Hostile
+    job: str | None = None  # the job whose body or entry it is in (None: an envelope)
+    insert: str | None = None  # a key added at `path` (a dict) instead of replacing the value there
+
+    def describe(self, world: World | None = None) -> str:
+        where = self.where if self.job is None else f"{self.where} of {self.job}"
+        at = "/".join(str(p) for p in self.path) or "<root>"
+        op = f"insert key {self.insert!r} under {at}" if self.insert is not None else f"replace {at}"
+        return f"{where}: {op} with {self.value!r}"
+
+
+@dataclasses.dataclass
+class World:
+    jobs: list[Job]
+    listings: dict[str, Listing]
+    secrets: dict[str, str]  # name -> value: every configured secret and the issued token
+    config_of: t.Callable[[dict[str, str]], dict]  # base URLs by server -> tap config
+    extra: dict[tuple[str, str], t.Any]  # (server, path) -> body, never corrupted
+    vendor: str
+    realistic: bool = False
+    oauth: bool = False
+    corruptions: list[Corruption] = dataclasses.field(default_factory=list)
+
+    def job(self, job_id: str) -> Job:
+        return next(j for j in self.jobs if j.id == job_id)
+
+    def config(self, urls: dict[str, str]) -> dict:
+        return self.config_of(urls)
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def routes(self, corruptions: t.Sequence[Corruption] = ()) -> dict[str, dict[str, tuple[int, bytes]]]:
+        """Per server: request path -> (status, body bytes), with the corruptions applied."""
+        bodies: dict[tuple[str, str], t.Any] = dict(self.extra)
+        for listing in self.listings.values():
+            bodies[(listing.server, listing.path)] = listing.body
+        for job in self.jobs:
+            bodies[(job.server, job.body_path)] = job.body
+        for corruption in corruptions:
+            server, path, inner = self._locate(corruption)
+            bodies[(server, path)] = apply(
+                bodies[(server, path)], inner, self.materialize(corruption), corruption.insert
+            )
+        routes: dict[str, dict[str, tuple[int, bytes]]] = {"cognite": {}, "clavata": {}, "talonic": {}}
+        for (server, path), body in bodies.items():
+            routes[server][path] = (200, dumps(body))
+        return routes
+
+    def _locate(self, corruption: Corruption) -> tuple[str, str, Path]:
+        if corruption.where.startswith("envelope:"):
+            listing = self.listings[corruption.where.split(":", 1)[1]]
+            return listing.server, listing.path, corruption.path
+        job = self.job(t.cast(str, corruption.job))
+        if corruption.where == "body":
+            return job.server, job.body_path, corruption.path
+        listing = self.listings[t.cast(str, job.listing)]
+        return listing.server, listing.path, (*listing.entries, job.index, *corruption.path)
+
+    def materialize(self, corruption: Corruption) -> t.Any:
+        return materialize(self, corruption)
+
+    def original(self, corruption: Corruption) -> t.Any:
+        server, path, inner = self._locate(corruption)
+        body = next(
+            (
+                b
+                for (s, p), b in [
+                    *(((lst.server, lst.path), lst.body) for lst in self.listings.values()),
+                    *(((j.server, j.body_path), j.body) for j in self.jobs),
+                ]
+                if (s, p) == (server, path)
+            ),
+            None,
+        )
+        return _get(body, inner) if corruption.insert is None else None
+
+    # -- what each job should come to ------------------------------------------------------------
+
+    def visible(self, job: Job) -> bool:
+        """Can the tap know this job exists in the corrupted world? Not when its listing entry, the
+        entry's ID, or the array of entries (or, for a run, its pipeline's entry) was replaced."""
+        for c in self.corruptions:
+            if c.insert is not None:
+                continue
+            if c.job == job.id and c.where == "listing" and (c.path == () or _prefix(c.path, ENTRY_ID[job.kind])):
+                return False
+            if c.where.startswith("envelope:"):
+                name = c.where.split(":", 1)[1]
+                listing = self.listings[name]
+                if name == job.listing and _prefix(c.path, (*listing.entries, job.index)):
+                    return False
+                if name == "pipelines" and job.kind == "runs":
+                    items = self.listings["pipelines"].body["items"]
+                    index = [str(p["id"]) for p in items].index(job.partition)
+                    if _prefix(c.path, ("items", index, "id")):
+                        return False
+        return True
+
+    def expected_counts(self, job: Job) -> dict[str, int] | None:
+        """Result records per stream the served (corrupted) body makes, or None: the job must fail
+        (a body about another job, a result array or element of the wrong type, a number outside the
+        float range or bytes that are not UTF-8 in its body, entry or listing)."""
+        counts = job.counts()
+        for c in self.corruptions:
+            if c.value.kind in MUST_FAIL_KINDS and self._concerns(c, job):
+                return None
+            if c.job != job.id or c.where != "body":
+                continue
+            if self.about_another_job(job):
+                return None
+            for stream, array in RESULT_ARRAYS[job.kind].items():
+                if c.insert is not None:
+                    continue
+                value = self.materialize(c)
+                if _prefix(c.path, array):
+                    if c.path != array:
+                        return None  # the body, or an object above the array, replaced
+                    if value is None:
+                        counts[stream] = 0
+                    elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
+                        counts[stream] = len(value)
+                    else:
+                        return None
+                elif len(c.path) == len(array) + 1 and _prefix(array, c.path) and not isinstance(value, dict):
+                    return None  # an element of the array that is not an object
+        return counts
+
+    def _concerns(self, c: Corruption, job: Job) -> bool:
+        """Is `c` in a body the tap must decode to sync `job`: its own body or entry, or its listing?"""
+        if c.job == job.id:
+            return True
+        if c.where.startswith("envelope:"):
+            name = c.where.split(":", 1)[1]
+            return name == job.listing or (name == "pipelines" and job.kind == "runs")
+        if c.where == "listing" and c.job is not None:
+            other = self.job(c.job)
+            return other.listing is not None and other.listing == job.listing
+        return False
+
+    def about_another_job(self, job: Job) -> bool:
+        return any(
+            c.job == job.id
+            and c.where == "body"
+            and c.insert is None
+            and c.value.kind == "other_id"
+            and c.path == BODY_ID[job.kind]
+            and str(self.materialize(c)) != job.id
+            for c in self.corruptions
+        )
+
+    def listing_names(self, job: Job) -> list[str]:
+        """Regexes of ERROR text that names a failure of this job's listing (which fails its source)."""
+        names: list[str] = []
+        if job.listing:
+            names += self.listings[job.listing].names
+        if job.kind == "runs":
+            names += self.listings["pipelines"].names
+        return names
+
+
+def _prefix(path: Path, of: Path) -> bool:
+    """`path` is `of` or above it."""
+    return tuple(of[: len(path)]) == tuple(path)
+
+
+def _get(body: t.Any, path: Path) -> t.Any:
+    for key in path:
+        if isinstance(body, dict) and key in body:
+            body = body[key]
+        elif isinstance(body, list) and isinstance(key, int) and key < len(body):
+            body = body[key]
+        else:
+            return None
+    return body
+
+
+def apply(body: t.Any, path: Path, value: t.Any, insert: str | None) -> t.Any:
+    """A copy of `body` with the value at `path` replaced (or `insert` added to the object at `path`)."""
+    if not path and insert is None:
+        return value
+    body = copy.deepcopy(body)
+    parent = body
+    for key in path[:-1] if insert is None else path:
+        parent = parent[key]
+    if insert is not None:
+        key = insert
+        while key in parent:
+            key += "_"
+        parent[key] = value
+    else:
+        parent[path[-1]] = value
+    return body
+
+
+def paths(value: t.Any, prefix: Path = ()) -> list[Path]:
+    """Every node of a JSON value, the root first."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += paths(item, (*prefix, index))
+    return found
+
+
+def objects(value: t.Any, prefix: Path = ()) -> list[Path]:
+    """Every object of a JSON value (where a key can be added)."""
+    return [p for p in paths(value, prefix) if isinstance(_get(value, p[len(prefix) :]), dict)]
+
+
+# -- hostile values, made concrete ----------------------------------------------------------------
+
+
+def materialize(world: World, corruption: Corruption) -> t.Any:
+    kind, spec = corruption.value.kind, corruption.value.spec
+    if kind in ("timestamp", "type", "control", "path_id"):
+        return spec
+    if kind in ("number", "number_range"):
+        return Raw(spec.encode(), spec)
+    if kind == "utf8":
+        return Raw(b'"' + bytes.fromhex(spec) + b'"', f"bytes {spec}")
+    if kind == "surrogate":
+        return Raw(spec.encode(), spec)
+    if kind == "depth":
+        depth, shape = spec
+        if shape == "list":
+            return Raw(b"[" * depth + b"]" * depth, f"[ x {depth}")
+        return Raw(b'{"a":' * depth + b"1" + b"}" * depth, f"{{ x {depth}")
+    if kind == "long":
+        return "A" * spec
+    if kind == "long_key":
+        return {"K" * spec: "v"}
+    if kind == "other_id":
+        others = [j for j in world.jobs if j.id != corruption.job]
+        same = [j for j in others if corruption.job and j.kind == world.job(corruption.job).kind] or others
+        return same[spec % len(same)].raw_id
+    if kind == "secret":
+        index, form = spec
+        names = sorted(world.secrets)
+        secret = world.secrets[names[index % len(names)]]
+        return secret_form(secret, form)
+    if kind == "secret_key":  # the secret as an object key
+        index = spec
+        names = sorted(world.secrets)
+        return {world.secrets[names[index % len(names)]]: "x"}
+    raise ValueError(kind)
+
+
+SECRET_FORMS = ("plain", "bearer", "url", "embedded", "headers", "list")
+
+
+def secret_form(secret: str, form: str) -> t.Any:
+    if form == "plain":
+        return secret
+    if form == "bearer":
+        return f"Bearer {secret}"
+    if form == "url":
+        return f"https://svc:{secret}@api.example.com/v1?token={secret}"
+    if form == "embedded":
+        return f"request failed: key={secret}; retry"
+    if form == "headers":
+        return {"request": {"headers": {"Authorization": f"Bearer {secret}", "X-Job-Token": secret}}}
+    return [secret]
+
+
+# -- building worlds --------------------------------------------------------------------------------
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def build(vendor: str, *, corrupt: int, clean: int, realistic: bool, oauth: bool, seed: int = 0) -> World:
+    """`corrupt` + `clean` finished jobs of `vendor`, one clean job of every other kind; nothing corrupted yet.
+    The first `corrupt` jobs of the vendor are the ones meant to carry a corruption."""
+    rng = random.Random(seed)
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    start = now - timedelta(hours=3)
+    clock = iter(range(10_000))
+
+    def created() -> datetime:
+        return start + timedelta(minutes=next(clock))
+
+    def iso(moment: datetime) -> str:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    counts = {kind: (corrupt + clean if kind == vendor else 1) for kind in KINDS}
+    hexes = rng.getrandbits(64)
+    secrets: dict[str, str] = {
+        "clavata.api_key": f"clavata-fuzz-key-{hexes:016x}",
+        "talonic.api_key": f"tlnc_test_fuzz{hexes:016x}",
+    }
+    if oauth:
+        secrets["cognite.client_secret"] = f"cdf-fuzz-client-secret-{hexes:016x}"
+        secrets["cognite issued token"] = f"eyJfuzzIssuedToken{hexes:016x}"
+    else:
+        secrets["cognite.token"] = f"cdf-fuzz-static-token-{hexes:016x}"
+
+    jobs: list[Job] = []
+    listings: dict[str, Listing] = {}
+    extra: dict[tuple[str, str], t.Any] = {}
+
+    # CDF predict jobs: bodies only (configured IDs, no listing).
+    cog = CogniteServer(idp=None)
+    cog.realistic = realistic
+    predict_config = []
+    for n in range(counts["predict"]):
+        job_id = 7_100_000_000_000 + n
+        ms = int(created().timestamp() * 1000)
+        token = f"fuzz-job-token-{n}-{hexes:016x}" if n % 2 else None
+        cog.add_predict_job(items=1 + n % 3, matches_per_item=2, job_id=job_id, created_ms=ms, job_token=token)
+        entry: dict[str, t.Any] = {"job_id": job_id}
+        if token:
+            entry["job_token"] = token
+            secrets[f"cognite.entity_matching_jobs[{n}].job_token"] = token
+        predict_config.append(entry)
+        body = cog._predict_body(cog.predict_jobs[job_id])
+        jobs.append(Job("predict", str(job_id), job_id, "all", "cognite", f"{CDF}/jobs/{job_id}", body, None, None))
+
+    # CDF pipeline runs: one pipeline per run.
+    pipelines = []
+    for n in range(counts["runs"]):
+        pid, run_id = 7_200_000_000_000 + n, 7_300_000_000_000 + n
+        cog.add_pipeline(pipeline_id=pid, name=f"fuzz pipeline {n}")
+        ms = int(created().timestamp() * 1000)
+        cog.add_run(pid, matches=1 + n % 3, suggested_rules=n % 2, generated_rules=1, run_id=run_id, created_ms=ms)
+        run = cog.runs[pid][run_id]
+        pipelines.append(cog._pipeline_body(pid))
+        name = f"runs:{pid}"
+        listings[name] = Listing(
+            name,
+            "cognite",
+            f"{CDF}/pipelines/{pid}/runs",
+            {"items": [cog._summary(run)], "nextCursor": None},
+            ("items",),
+            (rf"(?i)listing runs of CDF pipeline {pid}\b", rf"(?i)CDF pipeline {pid}\b(?! run)"),
+        )
+        body = cog._run_body(run)
+        jobs.append(
+            Job("runs", str(run_id), run_id, str(pid), "cognite", f"{CDF}/pipelines/{pid}/runs/{run_id}", body, name, 0)
+        )
+        jobs[-1].created = iso(datetime.fromtimestamp(ms / 1000, timezone.utc))
+    listings["pipelines"] = Listing(
+        "pipelines",
+        "cognite",
+        f"{CDF}/pipelines",
+        {"items": pipelines, "nextCursor": None},
+        ("items",),
+        (r"(?i)listing CDF pipelines", r"(?i)CDF pipeline runs\b"),
+    )
+
+    # Clavata.
+    clav = ClavataServer()
+    clav.realistic = realistic
+    clav.customer_id, clav.default_policy = _uuid(rng), _uuid(rng)
+    clavata_jobs = []
+    for n in range(counts["clavata"]):
+        old = clav.add_job(results=1 + n % 3, created=created(), deprecated_result_only=n % 3 == 2)
+        job = clav.jobs.pop(old)
+        job["uuid"], job["policy_version"] = _uuid(rng), _uuid(rng)
+        clav.jobs[job["uuid"]] = job
+        clavata_jobs.append(job)
+        body = {"job": clav._job(job, full=True)}
+        jobs.append(
+            Job("clavata", job["uuid"], job["uuid"], "all", "clavata", f"/v1/jobs/{job['uuid']}", body, "clavata", None)
+        )
+        jobs[-1].created = iso(job["created"])
+    order = sorted(clavata_jobs, key=lambda j: (j["created"], j["uuid"]), reverse=True)
+    listings["clavata"] = Listing(
+        "clavata",
+        "clavata",
+        "/v1/jobs",
+        {"jobs": [clav._job(j, full=False) for j in order], "nextPageToken": ""},
+        ("jobs",),
+        (r"(?i)listing Clavata jobs", r"(?i)\bclavata\b.*\blisting\b"),
+    )
+    for job in jobs:
+        if job.kind == "clavata":
+            job.index = [j["uuid"] for j in order].index(job.id)
+
+    # Talonic.
+    tal = TalonicServer()
+    tal.realistic = realistic
+    talonic_jobs = []
+    for n in range(counts["talonic"]):
+        old = tal.add_job(rows=1 + n % 3, created_at=created(), flags_as_objects=n % 2 == 1)
+        job = tal.jobs.pop(old)
+        job["id"] = _uuid(rng)
+        job["schema"] = {"id": _uuid(rng), "name": "Invoice"}
+        job["row_ids"] = [_uuid(rng) for _ in job["row_ids"]]
+        tal.jobs[job["id"]] = job
+        talonic_jobs.append(job)
+        body = tal._results(job)
+        extra[("talonic", f"/v1/jobs/{job['id']}")] = tal._job(job)
+        jobs.append(
+            Job(
+                "talonic",
+                job["id"],
+                job["id"],
+                "all",
+                "talonic",
+                f"/v1/jobs/{job['id']}/results",
+                body,
+                "talonic",
+                None,
+            )
+        )
+        jobs[-1].created = iso(job["created"])
+    order = sorted(talonic_jobs, key=lambda j: (j["created"], j["id"]), reverse=True)
+    listings["talonic"] = Listing(
+        "talonic",
+        "talonic",
+        "/v1/jobs",
+        {
+            "data": [tal._job(j) for j in order],
+            "pagination": {"total": len(order), "limit": 100, "has_more": False, "next_cursor": None},
+        },
+        ("data",),
+        (r"(?i)listing Talonic jobs", r"(?i)\btalonic\b.*\blisting\b"),
+    )
+    for job in jobs:
+        if job.kind == "talonic":
+            job.index = [j["id"] for j in order].index(job.id)
+
+    # The jobs meant to carry a corruption: the vendor's first `corrupt`.
+    mine = [j for j in jobs if j.kind == vendor]
+    for job in mine[:corrupt]:
+        job.clean = False
+
+    def config_of(urls: dict[str, str]) -> dict:
+        cognite: dict[str, t.Any] = {"base_url": urls["cognite"], "project": PROJECT}
+        if oauth:
+            cognite.update(
+                client_id="fuzz-client",
+                client_secret=secrets["cognite.client_secret"],
+                token_url=f"{urls['cognite']}/oauth2/token",
+                scopes=[f"{urls['cognite']}/.default"],
+            )
+        else:
+            cognite["token"] = secrets["cognite.token"]
+        cognite["entity_matching_jobs"] = predict_config
+        return {
+            "lookback_window": 30 * 86400,
+            "max_retries": 1,
+            "max_retry_wait": 0.2,
+            "connect_timeout": 5,
+            "read_timeout": 30,
+            "max_listing_pages": 20,
+            "max_concurrent_requests": 4,
+            "cognite": cognite,
+            "clavata": {"base_url": urls["clavata"], "api_key": secrets["clavata.api_key"]},
+            "talonic": {"base_url": urls["talonic"], "api_key": secrets["talonic.api_key"]},
+        }
+
+    return World(jobs, listings, secrets, config_of, extra, vendor, realistic, oauth)
