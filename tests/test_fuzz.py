@@ -52,17 +52,35 @@ def as_case(world: World, corruption: Corruption, name: str = "") -> dict:
     }
 
 
-def from_case(case: dict) -> tuple[World, Corruption]:
-    world = build(case["vendor"], corrupt=1, clean=1, realistic=case["realistic"], oauth=case["oauth"])
-    mine = [j.id for j in world.jobs if not j.clean]
-    corruption = Corruption(
-        case["where"],
-        tuple(case["path"]),
-        Hostile(case["value"]["kind"], case["value"]["spec"]),
-        job=mine[case["job"]] if case["job"] is not None else None,
-        insert=case.get("insert"),
+def corpus_worlds(cases: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Corpus cases to check together: the result-body cases of one vendor and shape share a world (each
+    on a job of its own; bodies do not mask one another), every listing case has a world of its own (a
+    listing that fails would hide the other cases of its source)."""
+    shared: dict[tuple, list[dict]] = {}
+    alone: list[tuple[str, list[dict]]] = []
+    for case in cases:
+        if case["where"] == "body":
+            shared.setdefault((case["vendor"], case["realistic"], case["oauth"]), []).append(case)
+        else:
+            alone.append((case["name"], [case]))
+    together = [(f"{k[0]}-bodies-{len(v)}", v) for k, v in shared.items()]
+    return together + alone
+
+
+def from_cases(cases: list[dict]) -> tuple[World, list[Corruption]]:
+    """One world for these cases (one vendor and shape), case i on the vendor's corrupted job i."""
+    first = cases[0]
+    on_jobs = [c for c in cases if c["job"] is not None]
+    world = build(
+        first["vendor"], corrupt=max(1, len(on_jobs)), clean=1, realistic=first["realistic"], oauth=first["oauth"]
     )
-    return world, corruption
+    mine = [j.id for j in world.jobs if not j.clean]
+    found = []
+    for case in cases:
+        job = mine[on_jobs.index(case)] if case["job"] is not None else None
+        value = Hostile(case["value"]["kind"], case["value"]["spec"])
+        found.append(Corruption(case["where"], tuple(case["path"]), value, job=job, insert=case.get("insert")))
+    return world, found
 
 
 def report(violations: list[Violation], isolated: list[tuple[Corruption, list[Violation]]], world: World) -> str:
@@ -101,8 +119,12 @@ def test_one_hostile_value_is_one_jobs_failure(vendor, data):
         pytest.fail(report(outcome.violations, isolated, world), pytrace=False)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_corpus_case(case):
-    world, corruption = from_case(case)
-    outcome = check(world, [corruption])
-    assert not outcome.violations, report(outcome.violations, [], world)
+CORPUS = corpus_worlds(CASES)
+
+
+@pytest.mark.parametrize("cases", [c for _, c in CORPUS], ids=[name for name, _ in CORPUS])
+def test_corpus(cases):
+    world, chosen = from_cases(cases)
+    outcome = check(world, chosen)
+    names = "\n".join(f"  {case['name']}: {c.describe()}" for case, c in zip(cases, chosen, strict=True))
+    assert not outcome.violations, f"corpus cases:\n{names}\n" + report(outcome.violations, [], world)

@@ -213,13 +213,15 @@ def result_records(run: TapRun, job: Job) -> dict[str, list[dict]]:
     }
 
 
-def results_match(found: dict[str, list[dict]], expected: dict[str, int]) -> str | None:
+def results_match(found: dict[str, list[dict]], expected: dict[str, int]) -> tuple[str, str] | None:
+    """None, or (check, detail): records missing, or records that are not the body's (twice, or another job's)."""
     for stream, records in found.items():
         want = expected[stream]
         column = INDEX[stream]
         got = sorted(r.get(column) for r in records) if column else list(range(len(records)))
         if got != list(range(want)):
-            return f"{stream}: expected {want} records, got {len(records)} (indexes {got[:10]})"
+            check = "bookmarked without records" if set(range(want)) - set(got) else "records not the body's"
+            return check, f"{stream}: expected {want} records, got {len(records)} (indexes {got[:10]})"
     return None
 
 
@@ -284,7 +286,7 @@ def judge(
                 violation("bookmarked without records", "bookmarked finished, but its last job record says unfinished")
             mismatch = results_match(results, expected)
             if mismatch:
-                violation("bookmarked without records", mismatch)
+                violation(*mismatch)
             continue
         if records and records[-1].get("finished") is False:
             continue  # emitted as unfinished (a corrupted status): pending, fetched again next run
@@ -335,7 +337,8 @@ def judge(
         elif not bookmarked(second.state, job):
             problem = "not bookmarked"
         else:
-            problem = results_match(results, job.counts())
+            mismatch = results_match(results, job.counts())
+            problem = mismatch[1] if mismatch else None
         if problem:
             found.append(
                 Violation(

@@ -106,7 +106,7 @@ def job_corruption(draw: st.DrawFn, world: World, job: Job) -> Corruption:
     value = draw(hostile_values())
     if value.kind in ("other_id", "path_id") and where == "listing" and job.kind in ENTRY_ID and draw(st.booleans()):
         return Corruption(where, ENTRY_ID[job.kind], value, job=job.id)  # the entry names another job
-    if value.kind in ("other_id",) and where == "body" and draw(st.booleans()):
+    if value.kind in ("other_id", "path_id") and where == "body" and draw(st.booleans()):
         return Corruption(where, BODY_ID[job.kind], value, job=job.id)  # a body about another job
     if value.kind in ("secret", "secret_key") and draw(st.booleans()):
         at = draw(st.sampled_from(objects(target)))
@@ -121,21 +121,19 @@ def job_corruption(draw: st.DrawFn, world: World, job: Job) -> Corruption:
 def envelope_corruption(draw: st.DrawFn, world: World) -> Corruption | None:
     """Maybe one hostile value in the envelope of one of the vendor's listings (not inside an entry,
     except the pipelines listing, whose entries are pipelines, not jobs)."""
-    names = [
-        name
-        for name, listing in world.listings.items()
-        if any(
-            j.kind == world.vendor and (j.listing == name or (j.kind == "runs" and name == "pipelines"))
-            for j in world.jobs
-        )
-    ]
+    groups = {world.listings[j.listing].group for j in world.jobs if j.kind == world.vendor and j.listing}
+    if world.vendor == "runs":
+        groups.add("pipelines")
+    names = [name for name, listing in world.listings.items() if listing.group in groups]
     if not names or not draw(st.integers(0, 3)) == 0:
         return None
     name = draw(st.sampled_from(sorted(names)))
     listing = world.listings[name]
     depth = len(listing.entries)
     candidates = [
-        p for p in paths(listing.body) if name == "pipelines" or not (len(p) > depth and p[:depth] == listing.entries)
+        p
+        for p in paths(listing.body)
+        if listing.group == "pipelines" or not (len(p) > depth and p[:depth] == listing.entries)
     ]
     path = draw(st.sampled_from(candidates))
     return Corruption(f"envelope:{name}", path, draw(hostile_values()))

@@ -13,9 +13,10 @@ import socket
 import threading
 import typing as t
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 Route = tuple[int, bytes]
+CURSOR_PARAMS = ("cursor", "pageToken")
 
 
 class FuzzServer:
@@ -94,11 +95,16 @@ class FuzzServer:
         length = int(handler.headers.get("Content-Length") or 0)
         if length:
             handler.rfile.read(min(length, 1 << 20))
-        path = urlsplit(handler.path).path
+        parts = urlsplit(handler.path)
+        path, query = parts.path, parse_qs(parts.query)
         with self.lock:
             self.requests.append((method, handler.path))
             over = len(self.requests) > self.max_requests
-            route = self.routes.get(path)
+            # A page after the first is served for its cursor ("path#cursor=..."); any other query is ignored.
+            cursors = [f"{path}#{name}={values[0]}" for name, values in query.items() if name in CURSOR_PARAMS]
+            route = next((self.routes[c] for c in cursors if c in self.routes), None)
+            if route is None and not cursors:
+                route = self.routes.get(path)
         if over:
             self._send(handler, 503, b'{"error": "fuzz server: request budget spent"}', close=True)
         elif method == "POST" and path == "/oauth2/token" and self.token:

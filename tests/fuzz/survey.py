@@ -100,8 +100,9 @@ def sweep(vendors: t.Sequence[str], kinds: t.Sequence[str], samples: int, seed: 
                         listing = world.listings[job.listing]
                         target, id_path = _get(listing.body, (*listing.entries, job.index)), ENTRY_ID.get(job.kind)
                     else:
-                        names = ["pipelines", job.listing] if vendor == "runs" else [job.listing]
-                        names = [n for n in names if n]
+                        group = world.listings[job.listing].group if job.listing else None
+                        groups = {group, "pipelines"} if vendor == "runs" else {group}
+                        names = sorted(n for n, lst in world.listings.items() if lst.group in groups)
                         if not names:
                             continue
                         name = rng.choice(names)
@@ -110,7 +111,7 @@ def sweep(vendors: t.Sequence[str], kinds: t.Sequence[str], samples: int, seed: 
                         candidates = [
                             p
                             for p in paths(listing.body)
-                            if name == "pipelines" or not (len(p) > depth and p[:depth] == listing.entries)
+                            if listing.group == "pipelines" or not (len(p) > depth and p[:depth] == listing.entries)
                         ]
                         corruption = Corruption(f"envelope:{name}", rng.choice(candidates), value)
                         yield run_one(world, corruption, place, kind)

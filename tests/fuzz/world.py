@@ -72,12 +72,20 @@ LABEL = {"predict": "CDF predict job", "runs": "CDF pipeline run", "clavata": "C
 
 @dataclasses.dataclass
 class Listing:
-    name: str  # "talonic", "clavata", "pipelines", "runs:<pipeline id>"
+    """One page of a listing."""
+
+    name: str  # "talonic", "talonic@1" (its second page), "clavata", "pipelines", "runs:<pipeline id>"
     server: str
-    path: str  # request path (queries are ignored: every page is this page)
+    route: str  # the request path, with "#<cursor param>=<cursor>" for a page after the first
     body: t.Any
     entries: Path  # the array of job (or pipeline) entries
     names: tuple[str, ...]  # regexes an ERROR line matches when it names this listing's failure
+    group: str = ""  # the listing this page belongs to ("talonic"); its name when empty
+    page: int = 0
+    continuation: tuple[Path, ...] = ()  # fields that lead to the next page (cursor, has_more)
+
+    def __post_init__(self) -> None:
+        self.group = self.group or self.name
 
 
 @dataclasses.dataclass
@@ -155,7 +163,7 @@ class World:
         """Per server: request path -> (status, body bytes), with the corruptions applied."""
         bodies: dict[tuple[str, str], t.Any] = dict(self.extra)
         for listing in self.listings.values():
-            bodies[(listing.server, listing.path)] = listing.body
+            bodies[(listing.server, listing.route)] = listing.body
         for job in self.jobs:
             bodies[(job.server, job.body_path)] = job.body
         for corruption in corruptions:
@@ -171,52 +179,53 @@ class World:
     def _locate(self, corruption: Corruption) -> tuple[str, str, Path]:
         if corruption.where.startswith("envelope:"):
             listing = self.listings[corruption.where.split(":", 1)[1]]
-            return listing.server, listing.path, corruption.path
+            return listing.server, listing.route, corruption.path
         job = self.job(t.cast(str, corruption.job))
         if corruption.where == "body":
             return job.server, job.body_path, corruption.path
         listing = self.listings[t.cast(str, job.listing)]
-        return listing.server, listing.path, (*listing.entries, job.index, *corruption.path)
+        return listing.server, listing.route, (*listing.entries, job.index, *corruption.path)
 
     def materialize(self, corruption: Corruption) -> t.Any:
         return materialize(self, corruption)
 
-    def original(self, corruption: Corruption) -> t.Any:
-        server, path, inner = self._locate(corruption)
-        body = next(
-            (
-                b
-                for (s, p), b in [
-                    *(((lst.server, lst.path), lst.body) for lst in self.listings.values()),
-                    *(((j.server, j.body_path), j.body) for j in self.jobs),
-                ]
-                if (s, p) == (server, path)
-            ),
-            None,
-        )
-        return _get(body, inner) if corruption.insert is None else None
-
     # -- what each job should come to ------------------------------------------------------------
 
     def visible(self, job: Job) -> bool:
-        """Can the tap know this job exists in the corrupted world? Not when its listing entry, the
-        entry's ID, or the array of entries (or, for a run, its pipeline's entry) was replaced."""
+        """Can the tap know this job exists in the corrupted world? Not when its listing entry or the
+        entry's ID was replaced, nor when the array of entries of its page (or, for a run, its pipeline's
+        entry) was, nor when a page before its page lost the way to the next one (cursor, has_more)."""
+        pages = [self.listings[job.listing]] if job.listing else []
+        if job.kind == "runs":
+            pages.append(self.pipeline_page(job))
         for c in self.corruptions:
             if c.insert is not None:
                 continue
             if c.job == job.id and c.where == "listing" and (c.path == () or _prefix(c.path, ENTRY_ID[job.kind])):
                 return False
-            if c.where.startswith("envelope:"):
-                name = c.where.split(":", 1)[1]
-                listing = self.listings[name]
-                if name == job.listing and _prefix(c.path, (*listing.entries, job.index)):
-                    return False
-                if name == "pipelines" and job.kind == "runs":
-                    items = self.listings["pipelines"].body["items"]
-                    index = [str(p["id"]) for p in items].index(job.partition)
-                    if _prefix(c.path, ("items", index, "id")):
+            if not c.where.startswith("envelope:"):
+                continue
+            hit = self.listings[c.where.split(":", 1)[1]]
+            for page in pages:
+                if hit.name == page.name:
+                    index = job.index if page.name == job.listing else self.pipeline_index(job)
+                    entry_id = ENTRY_ID.get(job.kind, ()) if page.name == job.listing else ("id",)
+                    if _prefix(c.path, (*page.entries, index, *entry_id)):
+                        return False
+                if hit.group == page.group and hit.page < page.page:
+                    if any(_prefix(c.path, cont) for cont in hit.continuation):
                         return False
         return True
+
+    def pipeline_page(self, job: Job) -> Listing:
+        return next(
+            lst
+            for lst in self.listings.values()
+            if lst.group == "pipelines" and any(str(p["id"]) == job.partition for p in lst.body["items"])
+        )
+
+    def pipeline_index(self, job: Job) -> int:
+        return [str(p["id"]) for p in self.pipeline_page(job).body["items"]].index(job.partition)
 
     def expected_counts(self, job: Job) -> dict[str, int] | None:
         """Result records per stream the served (corrupted) body makes, or None: the job must fail
@@ -249,26 +258,28 @@ class World:
 
     def _concerns(self, c: Corruption, job: Job) -> bool:
         """Is `c` in a body the tap must decode to sync `job`: its own body or entry, or its listing?"""
+        groups = {self.listings[job.listing].group} if job.listing else set()
+        if job.kind == "runs":
+            groups.add("pipelines")
         if c.job == job.id:
             return True
         if c.where.startswith("envelope:"):
-            name = c.where.split(":", 1)[1]
-            return name == job.listing or (name == "pipelines" and job.kind == "runs")
+            return self.listings[c.where.split(":", 1)[1]].group in groups
         if c.where == "listing" and c.job is not None:
             other = self.job(c.job)
-            return other.listing is not None and other.listing == job.listing
+            return other.listing is not None and self.listings[other.listing].group in groups
         return False
 
     def about_another_job(self, job: Job) -> bool:
-        return any(
-            c.job == job.id
-            and c.where == "body"
-            and c.insert is None
-            and c.value.kind == "other_id"
-            and c.path == BODY_ID[job.kind]
-            and str(self.materialize(c)) != job.id
-            for c in self.corruptions
-        )
+        """Does the job's body say it is about another job (its ID field replaced by another string or
+        integer: another job's ID, a path-like ID, any text)?"""
+        for c in self.corruptions:
+            if c.job != job.id or c.where != "body" or c.insert is not None or c.path != BODY_ID[job.kind]:
+                continue
+            value = self.materialize(c)
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) != job.id:
+                return True
+        return False
 
     def listing_names(self, job: Job) -> list[str]:
         """Regexes of ERROR text that names a failure of this job's listing (which fails its source)."""
@@ -359,14 +370,20 @@ def materialize(world: World, corruption: Corruption) -> t.Any:
         return same[spec % len(same)].raw_id
     if kind == "secret":
         index, form = spec
-        names = sorted(world.secrets)
-        secret = world.secrets[names[index % len(names)]]
-        return secret_form(secret, form)
+        return secret_form(_secret(world, index), form)
     if kind == "secret_key":  # the secret as an object key
-        index = spec
-        names = sorted(world.secrets)
-        return {world.secrets[names[index % len(names)]]: "x"}
+        return {_secret(world, spec): "x"}
     raise ValueError(kind)
+
+
+def _secret(world: World, which: int | str) -> str:
+    """A secret of the world by position, or by name ("job token": the first configured job token)."""
+    names = sorted(world.secrets)
+    if isinstance(which, str):
+        if which == "job token":
+            which = next(n for n in names if n.endswith(".job_token"))
+        return world.secrets[which]
+    return world.secrets[names[which % len(names)]]
 
 
 SECRET_FORMS = ("plain", "bearer", "url", "embedded", "headers", "list")
@@ -387,6 +404,31 @@ def secret_form(secret: str, form: str) -> t.Any:
 
 
 # -- building worlds --------------------------------------------------------------------------------
+
+
+def _pages(
+    group: str,
+    server: str,
+    path: str,
+    param: str,
+    entries: list,
+    envelope: t.Callable[[list, str | None], dict],
+    at: Path,
+    continuation: tuple[Path, ...],
+    names: tuple[str, ...],
+) -> list[Listing]:
+    """A listing in two pages when it has two entries or more (the second asked for with a cursor)."""
+    half = (len(entries) + 1) // 2 if len(entries) > 1 else len(entries)
+    chunks = [entries[:half], entries[half:]] if len(entries) > 1 else [entries]
+    cursor = f"fuzz-{group}-page-2"
+    pages = []
+    for page, chunk in enumerate(chunks):
+        last = page == len(chunks) - 1
+        body = envelope(chunk, None if last else cursor)
+        route = path if page == 0 else f"{path}#{param}={cursor}"
+        name = group if page == 0 else f"{group}@{page}"
+        pages.append(Listing(name, server, route, body, at, names, group, page, continuation))
+    return pages
 
 
 def _uuid(rng: random.Random) -> str:
@@ -459,18 +501,21 @@ def build(vendor: str, *, corrupt: int, clean: int, realistic: bool, oauth: bool
             (rf"(?i)listing runs of CDF pipeline {pid}\b", rf"(?i)CDF pipeline {pid}\b(?! run)"),
         )
         body = cog._run_body(run)
-        jobs.append(
-            Job("runs", str(run_id), run_id, str(pid), "cognite", f"{CDF}/pipelines/{pid}/runs/{run_id}", body, name, 0)
-        )
+        path = f"{CDF}/pipelines/{pid}/runs/{run_id}"
+        jobs.append(Job("runs", str(run_id), run_id, str(pid), "cognite", path, body, name, 0))
         jobs[-1].created = iso(datetime.fromtimestamp(ms / 1000, timezone.utc))
-    listings["pipelines"] = Listing(
+    for listing in _pages(
         "pipelines",
         "cognite",
         f"{CDF}/pipelines",
-        {"items": pipelines, "nextCursor": None},
+        "cursor",
+        pipelines,
+        lambda items, cursor: {"items": items, "nextCursor": cursor},
         ("items",),
+        (("nextCursor",),),
         (r"(?i)listing CDF pipelines", r"(?i)CDF pipeline runs\b"),
-    )
+    ):
+        listings[listing.name] = listing
 
     # Clavata.
     clav = ClavataServer()
@@ -485,21 +530,22 @@ def build(vendor: str, *, corrupt: int, clean: int, realistic: bool, oauth: bool
         clavata_jobs.append(job)
         body = {"job": clav._job(job, full=True)}
         jobs.append(
-            Job("clavata", job["uuid"], job["uuid"], "all", "clavata", f"/v1/jobs/{job['uuid']}", body, "clavata", None)
+            Job("clavata", job["uuid"], job["uuid"], "all", "clavata", f"/v1/jobs/{job['uuid']}", body, None, None)
         )
         jobs[-1].created = iso(job["created"])
     order = sorted(clavata_jobs, key=lambda j: (j["created"], j["uuid"]), reverse=True)
-    listings["clavata"] = Listing(
+    for listing in _pages(
         "clavata",
         "clavata",
         "/v1/jobs",
-        {"jobs": [clav._job(j, full=False) for j in order], "nextPageToken": ""},
+        "pageToken",
+        [clav._job(j, full=False) for j in order],
+        lambda items, cursor: {"jobs": items, "nextPageToken": cursor or ""},
         ("jobs",),
+        (("nextPageToken",),),
         (r"(?i)listing Clavata jobs", r"(?i)\bclavata\b.*\blisting\b"),
-    )
-    for job in jobs:
-        if job.kind == "clavata":
-            job.index = [j["uuid"] for j in order].index(job.id)
+    ):
+        listings[listing.name] = listing
 
     # Talonic.
     tal = TalonicServer()
@@ -515,35 +561,35 @@ def build(vendor: str, *, corrupt: int, clean: int, realistic: bool, oauth: bool
         talonic_jobs.append(job)
         body = tal._results(job)
         extra[("talonic", f"/v1/jobs/{job['id']}")] = tal._job(job)
-        jobs.append(
-            Job(
-                "talonic",
-                job["id"],
-                job["id"],
-                "all",
-                "talonic",
-                f"/v1/jobs/{job['id']}/results",
-                body,
-                "talonic",
-                None,
-            )
-        )
+        path = f"/v1/jobs/{job['id']}/results"
+        jobs.append(Job("talonic", job["id"], job["id"], "all", "talonic", path, body, None, None))
         jobs[-1].created = iso(job["created"])
     order = sorted(talonic_jobs, key=lambda j: (j["created"], j["id"]), reverse=True)
-    listings["talonic"] = Listing(
+    total = len(order)
+    for listing in _pages(
         "talonic",
         "talonic",
         "/v1/jobs",
-        {
-            "data": [tal._job(j) for j in order],
-            "pagination": {"total": len(order), "limit": 100, "has_more": False, "next_cursor": None},
+        "cursor",
+        [tal._job(j) for j in order],
+        lambda items, cursor: {
+            "data": items,
+            "pagination": {"total": total, "limit": 100, "has_more": cursor is not None, "next_cursor": cursor},
         },
         ("data",),
+        (("pagination", "has_more"), ("pagination", "next_cursor")),
         (r"(?i)listing Talonic jobs", r"(?i)\btalonic\b.*\blisting\b"),
-    )
-    for job in jobs:
-        if job.kind == "talonic":
-            job.index = [j["id"] for j in order].index(job.id)
+    ):
+        listings[listing.name] = listing
+
+    # Where each job's entry is.
+    for listing in listings.values():
+        if listing.group not in ("clavata", "talonic"):
+            continue
+        for index, entry in enumerate(_get(listing.body, listing.entries)):
+            job_id = entry["jobUuid"] if listing.group == "clavata" else entry["id"]
+            job = next(j for j in jobs if j.id == job_id)
+            job.listing, job.index = listing.name, index
 
     # The jobs meant to carry a corruption: the vendor's first `corrupt`.
     mine = [j for j in jobs if j.kind == vendor]
