@@ -251,8 +251,9 @@ def run_level(run: TapRun, world: World, n: int, servers: dict[str, FuzzServer] 
             )
         if secret in run.stderr:
             found.append(Violation("secret on stderr", f"{name} appears {run.stderr.count(secret)} times", run=n))
+    ids = world.offered_ids(world.corruptions)
     for server_name, server in (servers or {}).items():
-        for request in server.unexpected_paths(ROUTE_SHAPES[server_name])[:3]:
+        for request in server.unexpected_paths(ROUTE_SHAPES[server_name], ids)[:3]:
             found.append(Violation("request outside the API", request, run=n))
     return found
 

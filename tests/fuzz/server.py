@@ -13,7 +13,7 @@ import socket
 import threading
 import typing as t
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 Route = tuple[int, bytes]
 CURSOR_PARAMS = ("cursor", "pageToken")
@@ -44,15 +44,22 @@ class FuzzServer:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def unexpected_paths(self, allowed: t.Sequence[re.Pattern]) -> list[str]:
-        """Requests whose path matches none of the API's route shapes (an ID that left its segment)."""
+    def unexpected_paths(self, allowed: t.Sequence[re.Pattern], ids: set[str]) -> list[str]:
+        """Requests for a resource the served world does not have: a path outside the API's route shapes,
+        or a path none of whose segments is an ID the world names (an ID like '.' or '..' that the
+        HTTP stack resolved away, reaching another resource)."""
         with self.lock:
             seen = list(self.requests)
-        return [
-            f"{method} {path}"
-            for method, path in seen
-            if not any(p.fullmatch(urlsplit(path).path) for p in allowed) and path != "/oauth2/token"
-        ]
+            served = set(self.routes)
+        found = []
+        for method, raw in seen:
+            path = urlsplit(raw).path
+            if path == "/oauth2/token" or path in served:
+                continue
+            segments = {unquote(s) for s in path.split("/")}
+            if not any(p.fullmatch(path) for p in allowed) or not segments & ids:
+                found.append(f"{method} {raw}")
+        return found
 
     # -- lifecycle -------------------------------------------------------------------------------
 

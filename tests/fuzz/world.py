@@ -161,6 +161,28 @@ class World:
 
     def routes(self, corruptions: t.Sequence[Corruption] = ()) -> dict[str, dict[str, tuple[int, bytes]]]:
         """Per server: request path -> (status, body bytes), with the corruptions applied."""
+        routes: dict[str, dict[str, tuple[int, bytes]]] = {"cognite": {}, "clavata": {}, "talonic": {}}
+        for (server, path), body in self.served(corruptions).items():
+            routes[server][path] = (200, dumps(body))
+        return routes
+
+    def offered_ids(self, corruptions: t.Sequence[Corruption]) -> set[str]:
+        """Every ID the served world names: the jobs', the pipelines', and what the listings' entries say."""
+        found = {j.id for j in self.jobs} | {j.partition for j in self.jobs}
+        served = self.served(corruptions)
+        for listing in self.listings.values():
+            entries = _get(served[(listing.server, listing.route)], listing.entries)
+            field = (
+                "id"
+                if listing.group == "pipelines"
+                else {"clavata": "jobUuid", "talonic": "id"}.get(listing.group, "jobId")
+            )
+            for entry in entries if isinstance(entries, list) else []:
+                if isinstance(entry, dict) and isinstance(entry.get(field), (str, int)):
+                    found.add(str(entry[field]))
+        return found
+
+    def served(self, corruptions: t.Sequence[Corruption] = ()) -> dict[tuple[str, str], t.Any]:
         bodies: dict[tuple[str, str], t.Any] = dict(self.extra)
         for listing in self.listings.values():
             bodies[(listing.server, listing.route)] = listing.body
@@ -171,10 +193,7 @@ class World:
             bodies[(server, path)] = apply(
                 bodies[(server, path)], inner, self.materialize(corruption), corruption.insert
             )
-        routes: dict[str, dict[str, tuple[int, bytes]]] = {"cognite": {}, "clavata": {}, "talonic": {}}
-        for (server, path), body in bodies.items():
-            routes[server][path] = (200, dumps(body))
-        return routes
+        return bodies
 
     def _locate(self, corruption: Corruption) -> tuple[str, str, Path]:
         if corruption.where.startswith("envelope:"):
