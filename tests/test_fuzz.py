@@ -30,6 +30,9 @@ from tests.fuzz.check import Violation, check, isolate
 from tests.fuzz.hostile import corruptions
 from tests.fuzz.world import KINDS, Corruption, Hostile, World, build
 
+# Several minutes of tap runs: in CI (`make test` runs everything), out of the quick `-m "not slow"` loop.
+pytestmark = pytest.mark.slow
+
 FUZZ = Path(__file__).parent / "fuzz"
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))
 MAX_CORRUPTED = int(os.environ.get("FUZZ_MAX_CORRUPTED", "6"))
@@ -53,33 +56,46 @@ def as_case(world: World, corruption: Corruption, name: str = "") -> dict:
 
 
 def corpus_worlds(cases: list[dict]) -> list[tuple[str, list[dict]]]:
-    """Corpus cases to check together: the result-body cases of one vendor and shape share a world (each
-    on a job of its own; bodies do not mask one another), every listing case has a world of its own (a
-    listing that fails would hide the other cases of its source)."""
-    shared: dict[tuple, list[dict]] = {}
-    alone: list[tuple[str, list[dict]]] = []
+    """Corpus cases to check together, so that the corpus costs a few tap runs, not one per case. Cases on
+    result bodies of a source share a world (each on a job of its own: bodies do not mask one another); a
+    listing case has its source to itself in its world (a listing that fails hides its source's jobs)."""
+
+    def source(case: dict) -> str:
+        return "cognite runs" if case["vendor"] == "runs" else case["vendor"]
+
+    worlds: list[tuple[tuple, list[dict]]] = []
     for case in cases:
-        if case["where"] == "body":
-            shared.setdefault((case["vendor"], case["realistic"], case["oauth"]), []).append(case)
+        shape = (case["realistic"], case["oauth"])
+        for key, members in worlds:
+            same = [m for m in members if source(m) == source(case)]
+            fits = not same if case["where"] != "body" else all(m["where"] == "body" for m in same)
+            if key == shape and fits:
+                members.append(case)
+                break
         else:
-            alone.append((case["name"], [case]))
-    together = [(f"{k[0]}-bodies-{len(v)}", v) for k, v in shared.items()]
-    return together + alone
+            worlds.append((shape, [case]))
+    return [("+".join(c["name"] for c in members)[:90], members) for _, members in worlds]
 
 
 def from_cases(cases: list[dict]) -> tuple[World, list[Corruption]]:
-    """One world for these cases (one vendor and shape), case i on the vendor's corrupted job i."""
-    first = cases[0]
-    on_jobs = [c for c in cases if c["job"] is not None]
+    """One world for these cases (one shape), each case on a corrupted job of its own vendor."""
+    per_kind = {kind: sum(1 for c in cases if c["vendor"] == kind and c["job"] is not None) for kind in KINDS}
+    vendor = cases[0]["vendor"]
     world = build(
-        first["vendor"], corrupt=max(1, len(on_jobs)), clean=1, realistic=first["realistic"], oauth=first["oauth"]
+        vendor,
+        corrupt=per_kind[vendor],
+        clean=1,
+        realistic=cases[0]["realistic"],
+        oauth=cases[0]["oauth"],
+        others={k: n for k, n in per_kind.items() if k != vendor},
     )
-    mine = [j.id for j in world.jobs if not j.clean]
+    free = {kind: [j.id for j in world.jobs if j.kind == kind and not j.clean] for kind in KINDS}
     found = []
     for case in cases:
-        job = mine[on_jobs.index(case)] if case["job"] is not None else None
+        job = free[case["vendor"]].pop(0) if case["job"] is not None else None
         value = Hostile(case["value"]["kind"], case["value"]["spec"])
         found.append(Corruption(case["where"], tuple(case["path"]), value, job=job, insert=case.get("insert")))
+    world.vendor = vendor
     return world, found
 
 

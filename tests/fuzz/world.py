@@ -454,9 +454,20 @@ def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def build(vendor: str, *, corrupt: int, clean: int, realistic: bool, oauth: bool, seed: int = 0) -> World:
+def build(
+    vendor: str,
+    *,
+    corrupt: int,
+    clean: int,
+    realistic: bool,
+    oauth: bool,
+    seed: int = 0,
+    others: dict[str, int] | None = None,
+) -> World:
     """`corrupt` + `clean` finished jobs of `vendor`, one clean job of every other kind; nothing corrupted yet.
-    The first `corrupt` jobs of the vendor are the ones meant to carry a corruption."""
+    The first `corrupt` jobs of the vendor are the ones meant to carry a corruption; `others` gives other
+    kinds jobs meant to carry one too (kind -> how many, before their clean one)."""
+    others = others or {}
     rng = random.Random(seed)
     now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     start = now - timedelta(hours=3)
@@ -468,7 +479,8 @@ def build(vendor: str, *, corrupt: int, clean: int, realistic: bool, oauth: bool
     def iso(moment: datetime) -> str:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-    counts = {kind: (corrupt + clean if kind == vendor else 1) for kind in KINDS}
+    wanted = {kind: (corrupt if kind == vendor else others.get(kind, 0)) for kind in KINDS}
+    counts = {kind: wanted[kind] + (clean if kind == vendor else 1) for kind in KINDS}
     hexes = rng.getrandbits(64)
     secrets: dict[str, str] = {
         "clavata.api_key": f"clavata-fuzz-key-{hexes:016x}",
@@ -611,9 +623,9 @@ def build(vendor: str, *, corrupt: int, clean: int, realistic: bool, oauth: bool
             job.listing, job.index = listing.name, index
 
     # The jobs meant to carry a corruption: the vendor's first `corrupt`.
-    mine = [j for j in jobs if j.kind == vendor]
-    for job in mine[:corrupt]:
-        job.clean = False
+    for kind in KINDS:
+        for job in [j for j in jobs if j.kind == kind][: wanted[kind]]:
+            job.clean = False
 
     def config_of(urls: dict[str, str]) -> dict:
         cognite: dict[str, t.Any] = {"base_url": urls["cognite"], "project": PROJECT}
