@@ -296,7 +296,8 @@ class World:
             if c.job != job.id or c.where != "body" or c.insert is not None or c.path != BODY_ID[job.kind]:
                 continue
             value = self.materialize(c)
-            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) != job.id:
+            # "" is "unset" in proto3 JSON: taken as absent, not as another ID.
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) not in (job.id, ""):
                 return True
         return False
 
