@@ -276,18 +276,18 @@ class World:
         return counts
 
     def _concerns(self, c: Corruption, job: Job) -> bool:
-        """Is `c` in a body the tap must decode to sync `job`: its own body or entry, or its listing?"""
-        groups = {self.listings[job.listing].group} if job.listing else set()
-        if job.kind == "runs":
-            groups.add("pipelines")
+        """Must the tap decode the body holding `c` to sync `job`? Its own body or listing entry, or the
+        envelope of its listing page or of an earlier page (whose cursor leads to it). A bad value in another
+        job's entry may fail that entry alone or the whole page: either is fine."""
         if c.job == job.id:
             return True
-        if c.where.startswith("envelope:"):
-            return self.listings[c.where.split(":", 1)[1]].group in groups
-        if c.where == "listing" and c.job is not None:
-            other = self.job(c.job)
-            return other.listing is not None and self.listings[other.listing].group in groups
-        return False
+        if not c.where.startswith("envelope:"):
+            return False
+        hit = self.listings[c.where.split(":", 1)[1]]
+        pages = [self.listings[job.listing]] if job.listing else []
+        if job.kind == "runs":
+            pages.append(self.pipeline_page(job))
+        return any(hit.group == page.group and hit.page <= page.page for page in pages)
 
     def about_another_job(self, job: Job) -> bool:
         """Does the job's body say it is about another job (its ID field replaced by another string or
