@@ -71,15 +71,31 @@ def guard_text(text: str) -> str:
     return text[:200]
 
 
+def release_big_buffers_to_the_system() -> None:
+    """glibc keeps freed buffers of up to 32 MiB in each thread's arena once it has freed one that
+    size (its mmap threshold rises): with a fetch worker per request in flight, each would keep a
+    job body's worth. A fixed 1 MiB threshold gives every large buffer back when it is freed."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 class ByteBudget:
     """Bytes of job bodies and built records held in memory at once, whatever the fetch width.
 
     A body whose size is announced (Content-Length) is claimed before it is read: the worker waits
     while others hold bytes and it would not fit. When nothing else is held, any one body fits, so
     a job larger than the budget is still synced, alone. A body of unannounced size (chunked,
-    compressed) is counted as it arrives. Once a job is built, its records' bytes replace its
-    body's, until the writer has written them.
+    compressed) is counted as it arrives. A body counts FOOTPRINT times its size while its job is
+    read and built (the body, its elements, the records being encoded: measured); once the job is
+    built, its encoded records' bytes replace that, until the writer has written them.
     """
+
+    FOOTPRINT = 4
 
     def __init__(self, limit: int) -> None:
         self.limit = max(1, limit)
@@ -131,14 +147,14 @@ class ByteBudget:
         length = headers.get("Content-Length", "")
         encoding = headers.get("Content-Encoding", "identity").strip().lower()
         if length.isdigit() and encoding in ("", "identity"):
-            self.claim(int(length))
+            self.claim(self.FOOTPRINT * int(length))
             return response
         read = response.iter_content
         budget = self
 
         def counted(chunk_size: int = 1, decode_unicode: bool = False) -> t.Iterator[t.Any]:
             for chunk in read(chunk_size, decode_unicode):
-                budget.force(len(chunk))
+                budget.force(budget.FOOTPRINT * len(chunk))
                 yield chunk
 
         response.iter_content = counted
@@ -153,6 +169,7 @@ class Engine:
         self.failures = failures
         self.queue: queue.Queue[t.Any] = queue.Queue()
         self.budget = ByteBudget(budget)
+        release_big_buffers_to_the_system()
         self.done = False
         self._state_stream: JobStream | None = None
 
@@ -165,6 +182,7 @@ class Engine:
             pass
         self.write_state()
         self.done = True
+        logger.debug("byte budget: peak %d of %d bytes", self.budget.peak, self.budget.limit)
 
     def drive(self, streams: list[JobStream], *, yield_records: bool) -> t.Iterator[FetchedJob]:
         """The writer loop. With `yield_records` (BATCH output, `--test`: one stream at a time),

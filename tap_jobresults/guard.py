@@ -60,6 +60,7 @@ CREDENTIAL_KEYS = frozenset(
 _KEY_ENDINGS = (b'token"', b'key"', b'secret"', b'password"', b'authorization"')
 _SEPARATORS = re.compile(r"[^a-z0-9]")
 
+_WINDOW = 1 << 20
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _decoder = msgspec.json.Decoder()
 _warned: set[tuple[str, str]] = set()
@@ -189,14 +190,24 @@ class Output:
 
     def finish(self) -> None:
         """Check the job's records as a whole (see the module docstring)."""
+        needles = _secret_needles()
+        longest = max([len(_LONG_NUMBER), *(len(n) for _, n in needles), *(len(e) for e in _KEY_ENDINGS)])
         for buffer, objects in ((self.lines, False), (self._probe, True)):
-            if not buffer:
-                continue
-            if _LONG_NUMBER in buffer.translate(_DIGITS):
+            long_number = suspect = False
+            view = memoryview(buffer)
+            # In windows (overlapping by the longest needle), so a big job costs no full-size copies.
+            for start in range(0, len(buffer), _WINDOW):
+                window = bytes(view[max(0, start - longest) : start + _WINDOW])
+                long_number = long_number or _LONG_NUMBER in window.translate(_DIGITS)
+                if not suspect:
+                    lowered = window.lower()
+                    suspect = any(needle in window for _, needle in needles) or any(
+                        end in lowered for end in _KEY_ENDINGS
+                    )
+            view.release()
+            if long_number:
                 self._check_numbers(objects)
-            needles = _secret_needles()
-            lowered = buffer.lower()
-            if any(needle in buffer for _, needle in needles) or any(end in lowered for end in _KEY_ENDINGS):
+            if suspect:
                 self._scrub(objects, tuple(secret for secret, _ in needles))
         self._probe = bytearray()
 

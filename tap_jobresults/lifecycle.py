@@ -29,8 +29,12 @@ keyed by job ID is a list of pairs (replaced whole by the newer state), and no k
 ever removed: an empty one is written as null or []. The merge of two states of this tap is then the
 later state.
 
-Jobs are processed in ascending (created, id) order and the bookmark is advanced only after a job's
-records are written, so a STATE message emitted at any point is a correct resume point.
+The bookmark is advanced only after a job's records are written, so a STATE message emitted at any
+point is a correct resume point. The order in which jobs are advanced does not matter (the engine
+writes them as their fetches complete): a job above the floor is synced only if `seen` says so,
+and the floor rises only in `close()`, once every job the run took on is advanced (finished, or
+pending). Only a backfill's progress mark (`through`) needs creation order, and backfills run one
+job at a time, in order.
 """
 
 from __future__ import annotations
