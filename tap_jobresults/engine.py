@@ -31,7 +31,7 @@ import msgspec
 
 from tap_jobresults import guard, sdk_hooks
 from tap_jobresults.client import flush_request_metrics
-from tap_jobresults.errors import AuthError, NotFoundError, TapJobResultsError
+from tap_jobresults.errors import AuthError, NotFoundError, TapJobResultsError, UnsafeId
 from tap_jobresults.lifecycle import ConfiguredJobs, FetchedJob, JobRef
 
 if t.TYPE_CHECKING:
@@ -322,6 +322,14 @@ class JobUnit:
                 log("%s no longer exists (404); it will not be fetched again", ref.label)
                 bookmark.advance(ref.key, done=True, missing=True)
                 run.job_missing()
+            elif isinstance(error, UnsafeId):
+                # No request can ever be made for it: keeping it pending would fail every later run,
+                # even once the vendor no longer lists it. Named in this run; named again in any run
+                # whose listing still shows it.
+                self.runner.failures.add(f"{error} ({ref.label} is not synced)")
+                if ref.key.id in bookmark.pending:
+                    del bookmark.pending[ref.key.id]
+                run.job_failed()
             else:
                 self.runner.failures.add(f"{error} ({ref.label} stays unsynced and is fetched again next run)")
                 bookmark.advance(ref.key, done=False)
