@@ -43,6 +43,7 @@ if t.TYPE_CHECKING:
 logger = logging.getLogger("tap-jobresults")
 
 MAX_REFUSED_IN_A_ROW = 3
+MAX_QUEUED_JOBS = 1000
 SMALL_STATE = 16 * 1024  # bytes: a STATE up to this size follows every job
 DEFAULT_BUDGET = 256 * 1024 * 1024  # bytes of fetched jobs held at once, beyond the one being read
 
@@ -354,7 +355,10 @@ class SourceRunner:
         self.selected = [rs for rs in stream.result_streams if rs.selected]
         self.run: SourceRun = stream.reporter.start(stream.name, self.source)
         self.out = engine.queue
-        self.todo: queue.Queue[t.Any] = queue.Queue(maxsize=self.width)
+        # Listed jobs waiting for a worker: the listing reads on until this many wait (their listed
+        # summaries are all it holds), so a listing of any length costs bounded memory, and a
+        # listing of fewer jobs is known whole early (the progress line's total).
+        self.todo: queue.Queue[t.Any] = queue.Queue(maxsize=max(self.width, MAX_QUEUED_JOBS))
         self.stopped = threading.Event()
         self._lock = threading.Lock()
         self._outstanding = 0

@@ -45,7 +45,7 @@ def budget_bytes(max_response_mb: float) -> int:
     return int(min(2 * max_response_mb, MAX_BUDGET_MB) * (1 << 20))
 
 
-MAX_BUDGET_MB = 512
+MAX_BUDGET_MB = 128
 
 
 class TapJobResults(Tap):
