@@ -29,7 +29,7 @@ import time
 import typing as t
 import weakref
 from datetime import datetime, timezone
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 import backoff
 import msgspec
@@ -49,7 +49,7 @@ from tap_jobresults.errors import (
     TapJobResultsError,
     TlsError,
 )
-from tap_jobresults.scrub import clip, escape, safe_url
+from tap_jobresults.scrub import SECRETS, clip, escape, safe_url
 from tap_jobresults.transport import NO_NETRC, WATCHDOG, Adapter, Deadline, Overdue, armed
 
 logger = logging.getLogger("tap-jobresults")
@@ -177,6 +177,7 @@ class ApiClient:
     ) -> None:
         self.source = source
         self.base_url = base_url.rstrip("/")
+        _register_url_secrets(self.base_url)
         self.setting = setting or f"{source} base_url"
         self._auth = auth
         self._refresh_auth = refresh_auth
@@ -604,6 +605,18 @@ class ApiClient:
         if vendor:
             message += f" (server: {vendor})"
         return RateLimited(self.source, what, status=status, code=code, message=message, request_id=request_id)
+
+
+def _register_url_secrets(url: str) -> None:
+    """A query value or password in a configured URL is a credential (`?api-key=...`): known as a
+    secret, it is scrubbed from every log line (urllib3 logs request URLs at DEBUG)."""
+    try:
+        parts = urlsplit(url)
+        SECRETS.add(parts.password)
+    except ValueError:
+        return
+    for _, value in parse_qsl(parts.query):
+        SECRETS.add(value)
 
 
 def _duration(seconds: float) -> str:

@@ -127,21 +127,26 @@ def test_results_that_do_not_hold_the_promised_rows_fail_the_job_and_keep_it_pen
 
 
 def test_job_ids_from_a_listing_are_one_path_segment(apis):
-    odd = "../../other?x=1#frag"
+    odd = "other?x=1#frag"  # needs encoding, stays one segment
+    unsafe = "../../other?x=1#frag"  # would not stay one segment, whatever is encoded: never sent
     apis.talonic.fail(
         r"^/v1/jobs$",
         kind="status",
         status=200,
         times=None,
-        body={"data": [_talonic_job(odd)], "pagination": {"has_more": False}},
+        body={"data": [_talonic_job(odd), _talonic_job(unsafe)], "pagination": {"has_more": False}},
     )
     run = run_tap(apis.config(sources=("talonic",)))
     paths = [r["path"] for r in apis.talonic.request_log if r["path"] != "/v1/jobs"]
-    assert paths == ["/v1/jobs/..%2F..%2Fother%3Fx%3D1%23frag/results"], paths
+    assert paths == ["/v1/jobs/other%3Fx%3D1%23frag/results"], paths
     assert all(not r["query"] for r in apis.talonic.request_log if r["path"] != "/v1/jobs")
-    # The fake answers 400 (not a UUID): the job fails alone, named, and stays pending.
+    # The fake answers 400 (not a UUID): that job fails alone, named, and stays pending; the unsafe ID is refused.
     assert run.returncode == 1 and f"Talonic job {odd}" in run.stderr
-    assert odd in dict(run.state["bookmarks"]["extraction_jobs"]["job_bookmarks"]["all"]["pending"])
+    pending = dict(run.state["bookmarks"]["extraction_jobs"]["job_bookmarks"]["all"]["pending"])
+    assert odd in pending
+    assert f"Talonic job {unsafe}" in run.stderr and "cannot be one URL path segment" in run.stderr
+    # No request can ever be made for the unsafe one: it is named, not kept pending for every later run.
+    assert unsafe not in pending
 
 
 def test_a_listed_field_of_the_wrong_type_goes_to_extra_fields(apis):
