@@ -272,3 +272,29 @@ def test_a_key_without_the_scope_is_refused_once_for_the_whole_source(apis, scop
     # The listing and a few refused jobs (one refusal may be a job's own; several in a row are the key's),
     # not all twenty.
     assert len(apis.clavata.request_log) <= 5, [r["path"] for r in apis.clavata.request_log]
+
+
+def test_a_job_body_that_is_not_an_object_fails_that_job_named_by_source_and_job(apis):
+    """base.require: a 200 whose body is a JSON array, not the job object: the job fails alone, named
+    as `clavata: Clavata job <id> returned a malformed payload`, and stays pending."""
+    good = apis.clavata.add_job(results=1)
+    bad = apis.clavata.add_job(results=1)
+    apis.clavata.fail(rf"/v1/jobs/{bad}$", kind="status", status=200, times=None, body=[{"job": {}}])
+    run = run_tap({**apis.config(sources=("clavata",)), "max_retries": 0})
+    assert run.returncode == 1
+    expected = f"clavata: Clavata job {bad} returned a malformed payload: expected a JSON object, got list"
+    assert expected in run.stderr, run.stderr[-2000:]
+    assert {r["job_uuid"] for r in run.records("clavata_jobs")} == {good}
+    assert bad in run.state["bookmarks"]["clavata_jobs"]["job_bookmarks"]["all"]["pending"]
+
+
+def test_an_incremental_clavata_listing_asks_only_for_jobs_from_the_floor(apis):
+    """clavata.walk: once a bookmark has a floor, the listing filters on creation time from it (the
+    output would be the same without, deduplicated by the bookmark; the traffic grows with the history)."""
+    apis.clavata.add_job(results=1)
+    config = apis.config(sources=("clavata",))
+    first = run_tap(config, check=True)
+    apis.clavata.reset_counters()
+    run_tap(config, state=first.state, check=True)
+    listings = [r["query"] for r in apis.clavata.request_log if r["path"] == "/v1/jobs"]
+    assert listings and all("query.createdTimeRange.start" in query for query in listings), listings
