@@ -198,7 +198,8 @@ class TalonicServer(VendorServer):
             body["extraction_id"] = str(uuid.uuid5(uuid.NAMESPACE_OID, job["id"]))
             body["links"]["results"] = f"/v1/jobs/{job['id']}/results"
             # Unknown keys inside the objects the columns reach into (schema.id, error.code).
-            body["schema"] = {**body["schema"], "version": 3}
+            if "schema" in body:  # a third of listed jobs come without their schema (see above)
+                body["schema"] = {**body["schema"], "version": 3}
             if "error" in body:
                 body["error"] = {**body["error"], "retryable": False}
         return body
