@@ -352,7 +352,7 @@ def test_dbt_builds_with_any_subset_of_vendors(vendors, apis, schemas, tmp_path)
     assert set(checked) == tables and set(checked.values()) == {"pass"}, checked
 
 
-RECIPE = ROOT / "docs" / "_incoming" / "warehouse.md"
+RECIPE = ROOT / "docs" / "warehouses.md"
 RECIPE_HEADING = "## The dbt-with-Meltano recipe"
 
 
@@ -361,7 +361,7 @@ def _recipe_blocks() -> list[str]:
     text = RECIPE.read_text()
     section = text[text.index(RECIPE_HEADING) :]
     section = section[: section.find("\n## ", 1)] if "\n## " in section[1:] else section
-    return re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M)
+    return re.findall(r"^```bash[^\n]*\n(.*?)^```", section, flags=re.S | re.M)  # norun="..." fences too
 
 
 @pytest.mark.usefixtures("meltano_installed")

@@ -45,14 +45,14 @@ class Block(t.NamedTuple):
 
 
 def pages() -> list[Path]:
-    """The README, then the pages of mkdocs.yml's nav; docs/_incoming/ (notes waiting to be merged) is not a page."""
+    """The README, then the pages of mkdocs.yml's nav."""
     nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]
     listed = [DOCS / next(iter(entry.values())) for entry in nav]
     return [README, *[p for p in listed if p.parent == DOCS and p.name != "index.md" and p.exists()]]
 
 
 def markdown_files() -> list[Path]:
-    return [README, *sorted(p for p in DOCS.rglob("*.md") if "_incoming" not in p.relative_to(DOCS).parts)]
+    return [README, *sorted(DOCS.rglob("*.md"))]
 
 
 def blocks(path: Path) -> list[Block]:

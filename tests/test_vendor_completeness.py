@@ -17,7 +17,7 @@ from tap_jobresults.sources import clavata, cognite, talonic
 from tap_jobresults.streams import load_schema
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"
-DOCS = Path(__file__).parent.parent / "docs" / "_incoming" / "fidelity.md"
+DOCS = Path(__file__).parent.parent / "docs" / "reference.md"
 
 # root object of a vendor spec -> (stream, the tap's field map, child streams by API field)
 ROOTS: dict[str, dict[str, tuple[str, t.Sequence[Col], dict[str, str]]]] = {
