@@ -30,7 +30,21 @@ ROOT = Path(__file__).resolve().parent.parent
 # collected, and first replays the failing examples kept in the repository (tests/hypothesis-examples:
 # a failure found anywhere is saved there; commit it with its fix, and it is replayed forever).
 # derandomize is not used: it switches the example database off.
-EXAMPLES = DirectoryBasedExampleDatabase(str(ROOT / "tests" / "hypothesis-examples"))
+
+
+class KeptExamples(DirectoryBasedExampleDatabase):
+    """An example database in the repository that a run adds to but never prunes: Hypothesis deletes
+    an example that no longer fails, which would change the tree a passing run must leave as it was
+    (see pytest_sessionfinish below). A failure is still saved, to be committed with its fix."""
+
+    def delete(self, key: bytes, value: bytes) -> None:
+        pass
+
+    def move(self, src: bytes, dest: bytes, value: bytes) -> None:
+        self.save(dest, value)
+
+
+EXAMPLES = KeptExamples(str(ROOT / "tests" / "hypothesis-examples"))
 settings.register_profile("repo", database=EXAMPLES, print_blob=True)
 settings.load_profile("repo")
 TAP = shutil.which("tap-jobresults", path=str(Path(sys.executable).parent)) or "tap-jobresults"

@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.control import current_build_context
-from hypothesis.database import DirectoryBasedExampleDatabase
 
+from tests.conftest import KeptExamples
 from tests.fuzz.check import Violation, check, isolate
 from tests.fuzz.hostile import corruptions
 from tests.fuzz.world import KINDS, Corruption, Hostile, World, build
@@ -115,7 +115,7 @@ def report(violations: list[Violation], isolated: list[tuple[Corruption, list[Vi
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
-    database=DirectoryBasedExampleDatabase(FUZZ / "db"),
+    database=KeptExamples(str(FUZZ / "db")),
     derandomize=False,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: each job carries one corruption already
     suppress_health_check=list(HealthCheck),
