@@ -185,15 +185,23 @@ def error_records(stderr: str) -> list[str]:
 # -- judging -----------------------------------------------------------------------------------------
 
 
+def _by_id(collection: t.Any) -> dict:
+    """A bookmark's job collection as {id: value}: state format 3 stores [id, value] pairs (older
+    formats an object keyed by ID)."""
+    if isinstance(collection, dict):
+        return collection
+    return {pair[0]: pair[1] for pair in collection or () if isinstance(pair, list) and len(pair) == 2}
+
+
 def bookmarked(state: dict | None, job: Job) -> bool:
     """Does the state say this job is finished and synced (never fetched again)?"""
     partitions = ((state or {}).get("bookmarks", {}).get(JOB_STREAM[job.kind]) or {}).get("job_bookmarks") or {}
     if job.kind == "predict":
-        return (partitions.get("all") or {}).get("finished", {}).get(job.id) in ("finished", "missing")
+        return _by_id((partitions.get("all") or {}).get("finished")).get(job.id) in ("finished", "missing")
     mark = partitions.get(job.partition) or {}
-    if job.id in (mark.get("pending") or {}):
+    if job.id in _by_id(mark.get("pending")):
         return False
-    if job.id in (mark.get("seen") or {}):
+    if job.id in _by_id(mark.get("seen")):
         return True
     floor = mark.get("floor")
     return bool(floor and job.created) and [job.created, job.id] <= floor
