@@ -211,7 +211,14 @@ class Engine:
                                 item.write_objects()
                                 yield item.job
                             item.stream.current = None
-                            deferred.append(item.commit)
+                            if item.stream.batching:
+                                # The SDK writes BATCH files at the end of a partition: bookmarks wait for it.
+                                deferred.append(item.commit)
+                            else:
+                                # Resumed: the SDK wrote the job record, its results went before it. The
+                                # job is emitted whole, so a record limit's STATE (the SDK writes it
+                                # before the next record) holds it.
+                                item.commit()
                         else:
                             item.write()
                             item.commit()

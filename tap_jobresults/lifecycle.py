@@ -55,6 +55,10 @@ logger = logging.getLogger("tap-jobresults")
 EPOCH_ZERO = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+class UnrepresentableTime(ValueError):
+    """A valid timestamp with no UTC equivalent (year 1 or 9999 with an offset)."""
+
+
 def iso(value: t.Any) -> str | None:
     """Normalise a vendor timestamp (ms epoch int, RFC 3339 string) to UTC ISO 8601, or None.
 
@@ -83,7 +87,7 @@ def iso(value: t.Any) -> str | None:
         try:
             moment = moment.astimezone(timezone.utc)
         except (OverflowError, ValueError):  # year 1 or 9999 with an offset: no such UTC time
-            raise ValueError(f"not a representable UTC time: {value!r}") from None
+            raise UnrepresentableTime(f"not a representable UTC time: {value!r}") from None
         if moment <= EPOCH_ZERO:  # protobuf's unset timestamp; Go's zero time (year 1) too
             return None
     else:

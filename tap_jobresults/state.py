@@ -16,7 +16,7 @@ import json
 import typing as t
 
 from tap_jobresults.errors import StateError
-from tap_jobresults.lifecycle import iso
+from tap_jobresults.lifecycle import UnrepresentableTime, iso
 
 FORMAT_VERSION = 3
 JOB_STREAMS = frozenset({"entity_matching_jobs", "pipeline_runs", "clavata_jobs", "extraction_jobs"})
@@ -221,10 +221,11 @@ def _created(value: str, path: str) -> str:
         return value  # a job whose creation time the API did not tell
     try:
         return iso(value) or ""
+    except (UnrepresentableTime, OverflowError):
+        # a year-9999 time whose offset takes it past year 9999 in UTC (or year 1 before it)
+        raise StateError(f"{path}: {_quote(value)} is not a timestamp (out of range in UTC)") from None
     except ValueError:
         raise StateError(f"{path}: {_quote(value)} is not a timestamp") from None
-    except OverflowError:  # a year-9999 time whose offset takes it past year 9999 in UTC (or year 1 before it)
-        raise StateError(f"{path}: {_quote(value)} is not a timestamp (out of range in UTC)") from None
 
 
 def _quote(text: str) -> str:

@@ -116,6 +116,25 @@ class TapRun:
         return [tuple(r[k] for k in CONTRACT_KEYS[stream]) for r in self.records(stream)]
 
 
+JOB_COLLECTIONS = ("pending", "seen", "finished")
+
+
+def unordered_state(state: t.Any) -> t.Any:
+    """A state with its job collections (format 3: lists of [job_id, value] pairs, in the order the jobs
+    were written, which is fetch-completion order) sorted, so two runs over the same data compare equal
+    whatever finished first. Duplicates are kept, so a job written twice still shows."""
+    if isinstance(state, dict):
+        return {
+            key: sorted(value, key=json.dumps)
+            if key in JOB_COLLECTIONS and isinstance(value, list)
+            else unordered_state(value)
+            for key, value in state.items()
+        }
+    if isinstance(state, list):
+        return [unordered_state(item) for item in state]
+    return state
+
+
 def parse_messages(stdout: str) -> list[dict]:
     """Every stdout line must be a Singer message; a torn last line (after SIGKILL) is dropped."""
     messages = []

@@ -59,9 +59,12 @@ def _vendors_add_fields(apis: FakeAPIs) -> None:
 # The standard tests are generated at import time, so the fake APIs start here, once per module.
 _APIS = FakeAPIs().__enter__()
 atexit.register(_APIS.__exit__, None, None, None)
-populate(_APIS)
+# The bulk first: listings are newest first and the engine writes jobs as their fetches complete, so
+# populate()'s jobs (failed, still processing: the only ones with `error` and `progress`) must be the
+# newest to fall within the SDK's record limit.
 for _ in range(TALONIC_JOBS):
     _APIS.talonic.add_job(rows=1)
+populate(_APIS)
 _vendors_add_fields(_APIS)
 _CONFIG = {**_APIS.config(), "max_concurrent_requests": 8}
 
