@@ -87,13 +87,24 @@ def _imports(path) -> set[str]:
     return names
 
 
+def _providers(module: str) -> list[str]:
+    """Distributions whose installed files hold `module`: Python 3.10's packages_distributions() reads
+    only top_level.txt, which some wheels (python-backoff's) do not have."""
+    found = [
+        dist.metadata["Name"]
+        for dist in importlib.metadata.distributions()
+        if any(str(f) in (f"{module}/__init__.py", f"{module}.py") for f in dist.files or ())
+    ]
+    return found or [module]
+
+
 def test_every_third_party_import_of_the_package_is_a_declared_dependency():
     declared = {canonicalize_name(Requirement(r).name) for r in PYPROJECT["dependencies"]}
     provided = importlib.metadata.packages_distributions()
     undeclared = {}
     for path in sorted((ROOT / "tap_jobresults").rglob("*.py")):
         for module in _imports(path) - set(sys.stdlib_module_names) - {"tap_jobresults", "__future__"}:
-            distributions = {canonicalize_name(d) for d in provided.get(module, [module])}
+            distributions = {canonicalize_name(d) for d in provided.get(module) or _providers(module)}
             if not distributions & declared:
                 undeclared[f"{path.relative_to(ROOT)}: {module}"] = sorted(distributions)
     assert not undeclared, f"imported but not in [project] dependencies: {undeclared}"
