@@ -73,7 +73,7 @@ $(SNOWFLAKE_PINS):
 # Meltano's plugins go to $(TEST_CACHE) (MELTANO_SYS_DIR_ROOT), not to the project's .meltano/.
 TEST_CACHE ?= $(HOME)/.cache/tap-jobresults-tests
 test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-postgres .venv-meltano/bin/meltano .venv-target-snowflake/bin/target-snowflake .venv-dagster/bin/dagster $(DBT_VENV)/bin/dbt
-	JOBRESULTS_TEST_CACHE="$(TEST_CACHE)" PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile
+	JOBRESULTS_TEST_CACHE="$(TEST_CACHE)" PATH="$(CURDIR)/.venv-meltano/bin:$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 # (Targets of docs/development.md.)
 .PHONY: check docs fake-api clean-docs

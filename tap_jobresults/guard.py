@@ -9,7 +9,11 @@ lines, before the first of them is written. `Output.finish` then checks the whol
 - no configured secret and no issued token (the secret registry) appears anywhere in a record,
   as a value or a key, at any depth: it is replaced by `***`;
 - no credential a vendor echoes back (a job token under any spelling, an API key, ...) is landed:
-  such keys are dropped, at any depth.
+  such keys are dropped, at any depth of the job's envelope (the record's own fields and
+  `extra_fields`). Inside the fields that hold the user's own data (CONTENT_FIELDS: extracted
+  document values, entities, content metadata) only protocol credential names (`jobToken`, `access_token`, `X-API-Key`,
+  ...) are dropped: a document field named `password` or `token` is data, and a configured secret
+  in it is still replaced by the registry check above.
 
 Each replacement or drop is logged once per stream and field, never per record. The checks run
 over the encoded bytes first (a few substring searches per job), and only a job that may hold
@@ -57,6 +61,21 @@ CREDENTIAL_KEYS = frozenset(
     }
 )
 # Cheap pre-filter on the lower-cased bytes: every credential key above ends with one of these.
+# The names no document or entity uses for its own data: dropped inside CONTENT_FIELDS too.
+PROTOCOL_CREDENTIAL_KEYS = frozenset(
+    {"jobtoken", "xjobtoken", "accesstoken", "refreshtoken", "idtoken", "bearertoken", "xapikey", "clientsecret"}
+)
+# Per stream, the fields that hold the user's own data (documents' extracted values, CDF entities, Clavata
+# content): credential-named keys inside them are the user's field names, kept (secrets are still replaced).
+CONTENT_FIELDS: dict[str, frozenset[str]] = {
+    "extraction_rows": frozenset({"values", "confidence", "validation_flags"}),
+    "match_results": frozenset({"source", "matches", "top_target"}),
+    "pipeline_matches": frozenset({"source", "target"}),
+    "suggested_rules": frozenset({"matches"}),
+    "generated_rules": frozenset({"matches"}),
+    "clavata_jobs": frozenset({"content_data"}),
+    "clavata_reports": frozenset({"content_metadata"}),
+}
 _KEY_ENDINGS = (b'token"', b'key"', b'secret"', b'password"', b'authorization"')
 _SEPARATORS = re.compile(r"[^a-z0-9]")
 
@@ -71,8 +90,9 @@ class Unrepresentable(ValueError):
     """A record holds a value that cannot be written faithfully: that job fails."""
 
 
-def is_credential_key(key: str) -> bool:
-    return _SEPARATORS.sub("", key.lower()) in CREDENTIAL_KEYS
+def key_name(key: str) -> str:
+    """A key as the credential lists spell it: lower case, no separators ("X-Job-Token" -> "xjobtoken")."""
+    return _SEPARATORS.sub("", key.lower())
 
 
 def _secret_needles() -> tuple[tuple[str, bytes], ...]:
@@ -114,9 +134,17 @@ def out_of_range(value: t.Any, path: str = "") -> str | None:
     return None
 
 
-def scrub(value: t.Any, secrets: t.Sequence[str], path: str, found: set[str]) -> t.Any:
-    """`value` with every secret replaced by `***` and every credential key dropped; the paths
-    touched are added to `found`."""
+def scrub(
+    value: t.Any,
+    secrets: t.Sequence[str],
+    path: str,
+    found: set[str],
+    content: t.AbstractSet[str] = frozenset(),
+    dropped: t.AbstractSet[str] = CREDENTIAL_KEYS,
+) -> t.Any:
+    """`value` with every secret replaced by `***` and every key in `dropped` (by `key_name`)
+    removed; below the top-level keys in `content` (the user's own data) only the unmistakable
+    credential names (PROTOCOL_CREDENTIAL_KEYS) are. The paths touched are added to `found`."""
     if isinstance(value, str):
         replaced = value
         for secret in secrets:
@@ -130,14 +158,15 @@ def scrub(value: t.Any, secrets: t.Sequence[str], path: str, found: set[str]) ->
         for key, child in value.items():
             name = str(key)
             where = f"{path}.{name}" if path else name
-            if is_credential_key(name) and child is not None:
+            if child is not None and key_name(name) in dropped:
                 found.add(where)
                 continue
             clean_key = scrub(name, secrets, where, found)
-            out[clean_key] = scrub(child, secrets, where, found)
+            below = PROTOCOL_CREDENTIAL_KEYS if not path and name in content else dropped
+            out[clean_key] = scrub(child, secrets, where, found, dropped=below)
         return out
     if isinstance(value, list):
-        return [scrub(child, secrets, f"{path}[]", found) for child in value]
+        return [scrub(child, secrets, f"{path}[]", found, dropped=dropped) for child in value]
     return value
 
 
@@ -231,7 +260,7 @@ class Output:
         if objects:
             for index, (stream, record) in enumerate(self.objects):
                 found: set[str] = set()
-                clean = scrub(record, secrets, "", found)
+                clean = scrub(record, secrets, "", found, CONTENT_FIELDS.get(stream.name, frozenset()))
                 if found:
                     record.clear()
                     record.update(clean)
@@ -243,9 +272,12 @@ class Output:
             message = _decoder.decode(line)
             if isinstance(message, dict) and message.get("type") == "RECORD":
                 found = set()
-                message["record"] = scrub(message.get("record"), secrets, "", found)
+                stream = str(message.get("stream"))
+                message["record"] = scrub(
+                    message.get("record"), secrets, "", found, CONTENT_FIELDS.get(stream, frozenset())
+                )
                 if found:
-                    _warn(str(message.get("stream")), found)
+                    _warn(stream, found)
                     line = _encoder.encode(message)
             out += line
             out += b"\n"

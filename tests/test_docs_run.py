@@ -34,6 +34,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -49,6 +50,7 @@ psycopg = pytest.importorskip("psycopg")
 pytestmark = pytest.mark.slow
 PG_URL = os.environ.get("TAP_JOBRESULTS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 MELTANO = shutil.which("meltano") or str(ROOT / ".venv-meltano" / "bin" / "meltano")
+TIMEOUT = 1200  # alone on a quiet 2-core machine: about 200 s
 VENVS = (".venv", ".venv-meltano", ".venv-dbt", ".venv-dagster", ".venv-target-postgres", ".venv-target-duckdb")
 NOT_COPIED = shutil.ignore_patterns(
     ".git", ".venv", ".venv-*", ".meltano", ".env", "output", "plugins", "__pycache__", ".*_cache", ".hypothesis"
@@ -111,7 +113,7 @@ def script(all_blocks: list[Block], subs: list[tuple[str, str]]) -> str:
         if "norun" in block.attrs:
             continue
         code = fill_in(block.code, subs)
-        parts.append(f"echo {shlex.quote('::: ' + block.where)} >&2")
+        parts.append(f'echo {shlex.quote("::: " + block.where)} "($SECONDS s)" >&2')
         if block.attrs.get("run") == "background":
             parts += [
                 "stop_background; rm -f output/fake-api/config.json",
@@ -123,7 +125,7 @@ def script(all_blocks: list[Block], subs: list[tuple[str, str]]) -> str:
             parts.append(cron_commands(code))
         else:
             parts.append(code)
-    parts.append("echo '::: done' >&2")
+    parts.append("echo '::: done' \"($SECONDS s)\" >&2")
     return "\n".join(parts) + "\n"
 
 
@@ -193,20 +195,31 @@ def test_every_shell_block_of_the_docs_runs_as_written(tmp_path, database):
     )
     if pg.password:
         env["TARGET_POSTGRES_PASSWORD"] = env["PGPASSWORD"] = pg.password
-    proc = subprocess.run(
+    # In a session of its own: on a timeout the whole tree (Meltano, loaders, Dagster's workers) is killed,
+    # and the message names the block that was running and for how long.
+    proc = subprocess.Popen(
         ["bash", str(tmp_path / "docs.sh")],
         cwd=copy,
         env=env,
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=1800,
+        start_new_session=True,
     )
-    ran = re.findall(r"^::: (.+)$", proc.stderr, re.M)
-    where = ran[-1] if ran else "(before the first block)"
+    try:
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+    ran = re.findall(r"^::: (.+?) \((\d+) s\)$", stderr, re.M)
+    where, started = ran[-1] if ran else ("(before the first block)", "0")
     assert proc.returncode == 0 and where == "done", (
-        f"the block at {where} failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}\n--- stdout:\n{proc.stdout[-3000:]}"
+        f"the block at {where} (started at {started} s) failed or ran past {TIMEOUT} s (exit {proc.returncode}):\n"
+        f"{stderr[-6000:]}\n--- stdout:\n{stdout[-3000:]}"
     )
+    print("seconds at the start of each block:", ", ".join(f"{w} {s}" for w, s in ran))
+    ran = [w for w, _ in ran]
     runnable = [b.where for b in all_blocks if "norun" not in b.attrs]
     assert ran[:-1] == runnable
     # What the recipes claim: the loader has every stream, dbt built its models.

@@ -177,6 +177,11 @@ def test_no_configured_secret_or_echoed_credential_reaches_a_record(apis):
         row["values"]["note"] = f"called with key {tal.api_key} ok"
         row["request"] = {"headers": {"X-Job-Token": "vendor-issued-token-1", "Authorization": f"Bearer {tal.api_key}"}}
         row["values"][tal.api_key] = "a secret as a key"
+        # The document's own fields named like credentials are data; a protocol credential is not.
+        row["values"]["Password"] = "the form's password field"
+        row["values"]["token"] = "T-1234 (a raffle ticket)"
+        row["values"]["access_token"] = "vendor-issued-token-2"
+        row["token"] = "vendor-issued-token-3"
     tal.fail(rf"/v1/jobs/{echo}/results$", status=200, body=body, times=None)
     job = cdf.add_predict_job(items=2, job_token="job-token-secret-xyz")
     predict = cdf._predict_body(cdf.predict_jobs[job])
@@ -192,6 +197,8 @@ def test_no_configured_secret_or_echoed_credential_reaches_a_record(apis):
         cdf.static_token,
         "job-token-secret-xyz",
         "vendor-issued-token-1",
+        "vendor-issued-token-2",
+        "vendor-issued-token-3",
         "another-vendor-token",
     ):
         assert secret not in run.stdout, secret
@@ -199,6 +206,8 @@ def test_no_configured_secret_or_echoed_credential_reaches_a_record(apis):
     rows = [r for r in run.records("extraction_rows") if r["job_id"] == echo]
     assert len(rows) == 2 and all(r["values"]["note"] == "called with key *** ok" for r in rows)
     assert all("***" in r["values"] for r in rows)
+    assert all(r["values"]["Password"] == "the form's password field" for r in rows)
+    assert all(r["values"]["token"] == "T-1234 (a raffle ticket)" for r in rows)
     assert _rows_of(run)[plain] == 2
     # Warned once per stream and field, never per record.
     warnings = [line for line in run.stderr.splitlines() if "held a credential" in line]
