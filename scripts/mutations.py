@@ -338,12 +338,11 @@ MUTATIONS: list[Mutation] = [
         "no sync_runs heartbeat for a source that refused the credentials",
     ),
     m(
-        "lifecycle.py",
-        "        if self.width == 1:\n",
-        "        if True:\n",
-        f"{U}::test_fetcher_keeps_input_order_and_bounds_jobs_in_flight",
-        "jobs are fetched concurrently",
-        slow=True,
+        "engine.py",
+        "        self.width = stream.width\n",
+        "        self.width = 1\n",
+        "tests/test_concurrency.py::test_each_source_keeps_exactly_its_width_of_requests_in_flight",
+        "each source fetches max_concurrent_requests jobs at once",
     ),
     m(
         "tap.py",

@@ -45,10 +45,7 @@ import dataclasses
 import hashlib
 import logging
 import typing as t
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-
-from tap_jobresults.errors import JobFailed, TapJobResultsError
 
 logger = logging.getLogger("tap-jobresults")
 
@@ -380,56 +377,6 @@ def _every_key(state: dict, keys: t.Iterable[str]) -> None:
     two states would come back from the older one when Meltano merges them."""
     for key in keys:
         state.setdefault(key, None)
-
-
-class Fetcher:
-    """Fetch jobs concurrently, hand them out in input order, hold at most `width` at once.
-
-    Whatever one fetch raises (a MemoryError on a huge body, a bug on a shape nobody foresaw) is
-    that job's failure, handed out in its place; only a source-wide error (the source's own
-    credentials refused) ends the walk.
-    """
-
-    def __init__(self, width: int) -> None:
-        self.width = max(1, width)
-
-    def map(
-        self, fetch: t.Callable[[JobRef], FetchedJob], refs: t.Iterable[JobRef]
-    ) -> t.Iterator[tuple[JobRef, FetchedJob | None, TapJobResultsError | None]]:
-        def guarded(ref: JobRef) -> tuple[FetchedJob | None, TapJobResultsError | None]:
-            try:
-                return fetch(ref), None
-            except TapJobResultsError as exc:
-                if getattr(exc, "source_wide", False):
-                    raise
-                return None, exc
-            except Exception as exc:  # one job's problem, never the run's
-                logger.debug("%s: unexpected error", ref.label, exc_info=True)
-                return None, JobFailed(ref.label, exc)
-
-        if self.width == 1:
-            for ref in refs:
-                yield (ref, *guarded(ref))
-            return
-        # `width` requests in flight; up to as many finished jobs more wait for the writer, so the
-        # fetches go on while it writes a job out (memory: at most 2 x width jobs held).
-        pool = ThreadPoolExecutor(self.width, thread_name_prefix="fetch")
-        window: collections.deque[tuple[JobRef, Future]] = collections.deque()
-        todo = iter(refs)
-        try:
-            for ref in todo:
-                window.append((ref, pool.submit(guarded, ref)))
-                if len(window) >= 2 * self.width:
-                    break
-            while window:
-                ref, future = window.popleft()
-                result, error = future.result()
-                nxt = next(todo, None)
-                if nxt is not None:  # keep the window full while the caller writes this job
-                    window.append((nxt, pool.submit(guarded, nxt)))
-                yield ref, result, error
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Failures:

@@ -53,6 +53,22 @@ def test_the_sources_fetch_at_the_same_time(apis):
     assert max(start for start, _ in spans) < min(end for _, end in spans), spans
 
 
+@pytest.mark.parametrize("width", [1, 3])
+def test_each_source_keeps_exactly_its_width_of_requests_in_flight(apis, width):
+    """`max_concurrent_requests` is each source's width: reached (the fetches overlap) and never exceeded."""
+    for _ in range(4 * width + 2):
+        apis.clavata.add_job(results=1)
+        apis.talonic.add_job(rows=1)
+    for server in (apis.clavata, apis.talonic):
+        server.latency = 0.15
+    config = {**apis.config(sources=("clavata", "talonic")), "max_concurrent_requests": width}
+    run = run_tap(config, check=True)
+    assert len(run.records("clavata_jobs")) == len(run.records("extraction_jobs")) == 4 * width + 2
+    # Each listing is one page here (read before the first fetch), so only the fetches overlap.
+    for server in (apis.clavata, apis.talonic):
+        assert server.peak_in_flight == width, (server.name, server.peak_in_flight)
+
+
 def test_a_slow_source_holds_up_nobody(apis):
     clavata = [apis.clavata.add_job(results=1) for _ in range(3)]
     predict = [apis.cognite.add_predict_job(items=1) for _ in range(3)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 
 from tap_jobresults.client import parse_reset, parse_retry_after
 from tap_jobresults.errors import ApiError
-from tap_jobresults.lifecycle import Bookmark, FetchedJob, Fetcher, JobKey, JobRef, Policy, iso
+from tap_jobresults.lifecycle import Bookmark, FetchedJob, JobKey, JobRef, Policy, iso
 from tap_jobresults.scrub import SecretRegistry
 from tap_jobresults.sources.base import Listing
 
@@ -181,34 +180,6 @@ def test_pending_jobs_the_listing_never_showed_are_fetched_by_id():
     listing.offer(JobKey("2024-01-06", "f"), {})
     refs = listing.result()
     assert [(r.key.id, r.summary) for r in refs] == [("z", None), ("f", {})]
-
-
-def test_fetcher_keeps_input_order_and_bounds_jobs_in_flight():
-    in_flight, peak, lock = 0, 0, threading.Lock()
-    # The first four fetches wait for each other: only a fetcher that runs 4 jobs at once gets past this
-    # (a serial one breaks the barrier after its timeout and the test fails); no timing ratio involved.
-    together = threading.Barrier(4, timeout=20)
-
-    def fetch(ref):
-        nonlocal in_flight, peak
-        with lock:
-            in_flight += 1
-            peak = max(peak, in_flight)
-        if int(ref.key.id) < 4:
-            together.wait()
-        time.sleep(0.01 * (5 - int(ref.key.id) % 5))  # later jobs finish first
-        with lock:
-            in_flight -= 1
-        if ref.key.id == "7":
-            raise ApiError("x", "job 7", status=503)
-        return FetchedJob(ref, finished=True, record={"id": ref.key.id})
-
-    refs = [JobRef(JobKey("t", str(i)), f"job {i}") for i in range(20)]
-    out = list(Fetcher(4).map(fetch, refs))
-    assert [ref.key.id for ref, _, _ in out] == [str(i) for i in range(20)]
-    assert isinstance(out[7][2], ApiError) and out[7][1] is None
-    assert [e for _, _, e in out if e is not None] == [out[7][2]]  # the barrier held for the first four
-    assert peak == 4
 
 
 def test_top_match_ignores_matches_without_a_score():

@@ -43,6 +43,8 @@ class VendorServer:
         self.counts: collections.Counter = collections.Counter()
         self.faults: list[Fault] = []
         self.latency = 0.0
+        self.in_flight = 0  # requests being answered now, and the most at once since the last reset
+        self.peak_in_flight = 0
         self._chaos: tuple[float, random.Random, tuple[str, ...]] | None = None
         self._server: ThreadingHTTPServer | None = None
         self._cache: dict[t.Any, bytes] = {}
@@ -103,6 +105,7 @@ class VendorServer:
         with self.lock:
             self.counts.clear()
             self.request_log.clear()
+            self.peak_in_flight = self.in_flight
 
     def fail(
         self,
@@ -189,6 +192,16 @@ class VendorServer:
         return None
 
     def _dispatch(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            self._answer(handler, method)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _answer(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         parts = urlsplit(handler.path)
         path, query = parts.path, parse_qs(parts.query)
         headers = {k: v for k, v in handler.headers.items()}
