@@ -46,7 +46,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,9 @@ import time
 from pathlib import Path
 
 import tomllib
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutations import _copy, _files  # the scratch copy of the project, made as the curated check makes it
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "tap_jobresults"
@@ -487,23 +489,6 @@ def pytest_sessionfinish(session):
     with open(out, "w") as handle:
         json.dump(_results, handle)
 '''
-
-
-def _files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    return [name for name in listed.split("\0") if name and (ROOT / name).is_file()]
-
-
-def _copy(files: list[str], target: Path) -> None:
-    for name in files:
-        destination = target / name
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ROOT / name, destination)
 
 
 def _env(scratch: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

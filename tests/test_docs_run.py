@@ -30,6 +30,7 @@ What a user fills in for their own setup, the test fills in too, and only that:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -105,7 +106,8 @@ def script(all_blocks: list[Block], subs: list[tuple[str, str]]) -> str:
         "set -eo pipefail",
         "set -m  # background blocks in process groups of their own, stopped as a whole",
         'stop_background() { if [ -n "${BG_PID:-}" ]; then kill -- -"$BG_PID" 2>/dev/null || true; '
-        'wait "$BG_PID" 2>/dev/null || true; BG_PID=; fi; }',
+        'for _ in $(seq 50); do kill -0 -- -"$BG_PID" 2>/dev/null || break; sleep 0.1; done; '
+        'kill -KILL -- -"$BG_PID" 2>/dev/null || true; wait "$BG_PID" 2>/dev/null || true; BG_PID=; fi; }',
         "trap stop_background EXIT",
         "mkdir -p output",
     ]
@@ -127,6 +129,24 @@ def script(all_blocks: list[Block], subs: list[tuple[str, str]]) -> str:
             parts.append(code)
     parts.append("echo '::: done' \"($SECONDS s)\" >&2")
     return "\n".join(parts) + "\n"
+
+
+def _stop_session(sid: int) -> list[str]:
+    """Kill every process of session `sid` (background blocks run in process groups of their own, in
+    the same session); their command lines."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:  # field 6 of stat: the session
+                pid = int(stat.parent.name)
+                found[pid] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+    for pid in found:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return [f"{pid} {cmd[:200]}" for pid, cmd in found.items()]
 
 
 @pytest.fixture
@@ -195,23 +215,29 @@ def test_every_shell_block_of_the_docs_runs_as_written(tmp_path, database):
     )
     if pg.password:
         env["TARGET_POSTGRES_PASSWORD"] = env["PGPASSWORD"] = pg.password
-    # In a session of its own: on a timeout the whole tree (Meltano, loaders, Dagster's workers) is killed,
-    # and the message names the block that was running and for how long.
-    proc = subprocess.Popen(
-        ["bash", str(tmp_path / "docs.sh")],
-        cwd=copy,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
+    # In a session of its own, its output in files: the test waits for bash itself, not for the end of its
+    # output, which a process a recipe left behind could hold open. Whatever is still running in that session
+    # when bash has exited (or was stopped at the timeout) is named in the output and killed.
+    out_path, err_path = tmp_path / "docs.out", tmp_path / "docs.err"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen(
+            ["bash", str(tmp_path / "docs.sh")],
+            cwd=copy,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        try:
+            proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    left = _stop_session(proc.pid)
+    if left:
+        print("still running when the docs' script ended (killed):", *left, sep="\n  ")
+    stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
     ran = re.findall(r"^::: (.+?) \((\d+) s\)$", stderr, re.M)
     where, started = ran[-1] if ran else ("(before the first block)", "0")
     assert proc.returncode == 0 and where == "done", (

@@ -171,7 +171,8 @@ def main() -> int:
             args.config_out.parent.mkdir(parents=True, exist_ok=True)
             _write(args.config_out, files["config.json"])
         print("fake APIs ready", file=sys.stderr, flush=True)
-        stop.wait()
+        while not stop.wait(0.5):  # a timed wait: the signal handler never finds the event's lock taken
+            pass
     finally:
         apis.__exit__(None, None, None)
     return 0
