@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import typing as t
 from functools import cache
 from pathlib import Path
@@ -162,26 +163,42 @@ def run_tap(
     timeout: float = 300,
     check: bool = False,
     env: dict[str, str] | None = None,
+    max_output: int | None = None,
 ) -> TapRun:
+    """The tap binary on these inputs. `max_output`: stop it, failing the test, as soon as its stdout
+    passes this many bytes (a runaway output fails in seconds, not at the timeout)."""
     with tempfile.TemporaryDirectory() as tmp:
         argv = [TAP, "--config", _write(tmp, "config.json", config), *args]
         if state is not None:
             argv += ["--state", _write(tmp, "state.json", state)]
         if catalog is not None:
             argv += ["--catalog", _write(tmp, "catalog.json", catalog)]
-        proc = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            env={**tap_env(), **(env or {})},
-        )
+        out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env={**tap_env(), **(env or {})}
+            )
+            deadline = time.monotonic() + timeout
+            try:
+                if max_output is None:
+                    proc.wait(timeout=timeout)
+                while proc.poll() is None:
+                    if out_path.stat().st_size > t.cast(int, max_output):
+                        raise AssertionError(f"the tap wrote more than {max_output} bytes to stdout")
+                    if time.monotonic() > deadline:
+                        raise subprocess.TimeoutExpired(argv, timeout)
+                    time.sleep(0.05)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        stdout = out_path.read_bytes().decode()  # strict: the tap writes UTF-8 or the test fails
+        stderr = err_path.read_bytes().decode()
     run = TapRun(
         proc.returncode,
-        parse_messages(proc.stdout) if "--about" not in args and "--discover" not in args else [],
-        proc.stdout,
-        proc.stderr,
+        parse_messages(stdout) if "--about" not in args and "--discover" not in args else [],
+        stdout,
+        stderr,
     )
     if check:
         assert run.returncode == 0, run.stderr[-3000:]
