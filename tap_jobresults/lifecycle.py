@@ -273,9 +273,6 @@ class Bookmark:
     def seen(self) -> JobMap:
         return self._seen
 
-    def entries(self) -> int:
-        return len(self.pending) + len(self.seen)
-
     def has_synced(self) -> bool:
         return bool(self._state.get("hwm") or self._state.get("seen"))
 
@@ -354,9 +351,6 @@ class ConfiguredJobs(Bookmark):
     @property
     def finished(self) -> JobMap:
         return self._finished
-
-    def entries(self) -> int:
-        return len(self.finished)
 
     def has_synced(self) -> bool:
         return any(status == "finished" for status in self.finished.values())

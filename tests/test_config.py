@@ -78,3 +78,26 @@ def test_about_discover_and_sync_never_show_a_secret_even_in_validation_errors(a
     assert secret not in output
     if args != ["--about"]:
         assert run.returncode != 0 and "api_key" in run.stderr, run.stderr[-1500:]
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://127.0.0.1:9", False),
+        ("http://localhost:9", False),
+        ("http://[::1]:9", False),
+        ("http://127.0.0.2:9", False),
+        ("https://api.example.com", False),
+        ("http://api.example.com", True),
+        ("http://10.0.0.1:9", True),
+        ("http://localhost.example.com", True),
+        ("http://", True),
+    ],
+)
+def test_plain_http_is_for_loopback_hosts_only(url, refused):
+    from tap_jobresults.settings import check_url
+
+    problem = check_url("talonic.base_url", url)
+    assert (problem is not None) == refused, problem
+    if refused:
+        assert problem.startswith("talonic.base_url: ")

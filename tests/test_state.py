@@ -113,6 +113,23 @@ def test_start_date_ignores_older_jobs(apis):
     assert [r["run_id"] for r in run.records("pipeline_runs")] == [new_run]
 
 
+def test_a_run_listed_undated_is_held_to_start_date_by_its_details_and_not_fetched_again(apis):
+    cdf = apis.cognite
+    pid = cdf.add_pipeline()
+    old = cdf.add_run(pid, matches=1, created_ms=1672531200000)  # 2023-01-01
+    new = cdf.add_run(pid, matches=1, created_ms=1748736000000)  # 2025-06-01
+    cdf.undated_in_listing.update({old, new})
+    config = {**apis.config(sources=("cognite",)), "start_date": "2024-01-01T00:00:00Z"}
+    config["cognite"]["pipeline_ids"] = [pid]
+    first = run_tap(config, check=True)
+    assert [r["run_id"] for r in first.records("pipeline_runs")] == [new]
+    assert {r["run_id"] for r in first.records("pipeline_matches")} == {new}
+    cdf.reset_counters()
+    second = run_tap(config, state=first.state, check=True)
+    assert second.records("pipeline_runs") == []
+    assert cdf.requests(old) == cdf.requests(new) == 0  # both settled: the old one by its details
+
+
 def test_a_pipeline_added_later_gets_its_full_history(apis):
     cdf = apis.cognite
     p1, p2 = cdf.add_pipeline(), cdf.add_pipeline()

@@ -162,3 +162,22 @@ def test_each_job_is_fetched_once_per_sync(full_run):
         assert apis.clavata.requests(uuid) == (1 if uuid in finished_clavata else 0)
     for job_id in made["talonic"]:  # results (partial while processing); the job itself came listed
         assert apis.talonic.requests(job_id) == 1
+
+
+def test_with_flattening_every_record_key_is_a_property_of_its_flattened_schema(apis):
+    """Flattening renames nested fields (`grid_stats__total_rows`); a null typed object must not go out under
+    its own name, which the flattened schema no longer has (a loader rejects the record)."""
+    populate(apis)
+    apis.talonic.add_job(rows=1, status="processing")  # grid_stats and error both null
+    config = {**apis.config(cognite_auth="token"), "flattening_enabled": True, "flattening_max_depth": 2}
+    run = run_tap(config, check=True)
+    schemas = {m["stream"]: m["schema"]["properties"] for m in run.messages if m["type"] == "SCHEMA"}
+    assert "grid_stats__total_cells" in schemas["extraction_jobs"] and "grid_stats" not in schemas["extraction_jobs"]
+    assert "extra_fields" in schemas["extraction_jobs"]  # an object without properties stays one column
+    seen = collections.Counter()
+    for message in run.messages:
+        if message["type"] == "RECORD":
+            stream, record = message["stream"], message["record"]
+            assert set(record) <= set(schemas[stream]), (stream, sorted(set(record) - set(schemas[stream])))
+            seen[stream] += 1
+    assert seen["extraction_jobs"] >= 2 and seen["clavata_reports"] >= 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+import types
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -215,3 +217,56 @@ def test_clavata_outcome_prefers_review_result_and_falls_back_to_result(report, 
 
 def test_go_zero_time_is_unset():
     assert iso("0001-01-01T00:00:00Z") is None
+
+
+# -- the operator's lines (report.py) -----------------------------------------------------------------
+
+
+def _source_run(monkeypatch, clock: list[float]):
+    from tap_jobresults import report
+
+    monkeypatch.setattr(report.time, "monotonic", lambda: clock[0])
+    source = types.SimpleNamespace(name="clavata", setting="clavata")
+    reporter = report.Reporter()
+    return reporter, reporter.start("clavata_jobs", source)  # type: ignore[arg-type]
+
+
+def test_progress_is_logged_at_most_once_per_interval_and_always_at_the_end(monkeypatch, caplog):
+    from tap_jobresults.report import PROGRESS_EVERY
+
+    clock = [1000.0]
+    reporter, run = _source_run(monkeypatch, clock)
+    run.listed(100)
+    caplog.set_level(logging.INFO, logger="tap-jobresults")
+    lines = []
+    for _ in range(100):  # a job every 0.25 s: 25 s in all
+        clock[0] += 0.25
+        run.job_done(True)
+        run.progress()
+        lines += [r.getMessage() for r in caplog.records if "jobs/s" in r.getMessage()]
+        caplog.clear()
+    assert len(lines) == int(25 // PROGRESS_EVERY) == 2, lines  # at 10 s and 20 s, not after each job
+    assert "40/100 jobs" in lines[0] and "80/100 jobs" in lines[1], lines
+    reporter.finish(run)
+    final = [r.getMessage() for r in caplog.records if "jobs/s" in r.getMessage()]
+    assert len(final) == 1 and "100/100 jobs" in final[0] and "done in" in final[0]
+
+
+@pytest.mark.parametrize(
+    ("events", "status"),
+    [
+        ([], "ok"),
+        (["job_failed"], "partial"),
+        (["failed_listing"], "partial"),
+        (["failed_source"], "failed"),
+        (["job_failed", "failed_source"], "failed"),
+    ],
+)
+def test_a_source_run_reports_ok_partial_or_failed(monkeypatch, events, status):
+    reporter, run = _source_run(monkeypatch, [0.0])
+    run.listed(3)
+    for event in events:
+        getattr(run, event)(*([RuntimeError("refused")] if event == "failed_source" else []))
+    assert run.status == status
+    [row] = [line for line in reporter.summary().splitlines() if line.strip().startswith("clavata")]
+    assert row.split()[-1] == status
