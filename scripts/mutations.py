@@ -388,10 +388,15 @@ def _files() -> list[str]:
 
 
 def _copy(files: list[str], target: Path) -> None:
+    """The project's files into `target`, and its tools' virtualenvs (.venv-meltano, ...) linked in: tests
+    that use them (Meltano's state merge) run in the copy as in the project."""
     for name in files:
         destination = target / name
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / name, destination)
+    for venv in ROOT.glob(".venv-*"):
+        if venv.is_dir() and not (target / venv.name).exists():
+            (target / venv.name).symlink_to(venv)
 
 
 def _env(scratch: Path) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -268,7 +269,22 @@ SMOKE_FILES = {
 }
 
 
+# The longest files, measured (make test --durations): started first, so that xdist's workers do not wait on
+# one of them at the end (with --dist loadfile a file runs on one worker, in collection order).
+LONGEST_FIRST = (
+    "test_docs_run.py",  # about 5 min
+    "test_shards_meltano.py",  # 3.5 min
+    "test_dbt.py",  # 4 min in all
+    "test_demo.py",
+    "test_snowflake_load.py",
+    "test_readme_meltano.py",
+    "test_fuzz.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
     for item in items:
         if item.path.name in SMOKE_FILES:
             item.add_marker(pytest.mark.smoke)
@@ -279,12 +295,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             test._hypothesis_internal_use_seed = int.from_bytes(digest[:8], "big")
 
 
-@pytest.fixture
-def meltano_project_lock() -> t.Iterator[None]:
-    """Meltano runs of one plugin in one project share `.meltano/run/<plugin>/` (Meltano issue 8763): tests
-    that run Meltano in this repository hold this lock, so that two xdist workers never do so at once."""
+@contextlib.contextmanager
+def project_lock() -> t.Iterator[None]:
+    """Meltano runs of one plugin in one project share `.meltano/run/<plugin>/` (Meltano issue 8763), and
+    `meltano install` replaces what is there: whatever runs Meltano in this repository (its sys dir in the test
+    cache) holds this lock, so that two xdist workers never do so at once."""
     import fcntl
-    import hashlib
 
     digest = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
     lock_path = Path(tempfile.gettempdir()) / f"tap-jobresults-meltano-{digest}.lock"
@@ -294,6 +310,13 @@ def meltano_project_lock() -> t.Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def meltano_project_lock() -> t.Iterator[None]:
+    """project_lock() for a whole test."""
+    with project_lock():
+        yield
 
 
 # -- PostgreSQL: a test that needs it and cannot reach it fails at once, saying what is missing -------------------

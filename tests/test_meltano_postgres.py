@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import CONTRACT_KEYS, ROOT, populate
+from tests.conftest import CONTRACT_KEYS, ROOT, populate, project_lock
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -56,8 +56,9 @@ def _meltano(*args: str, env: dict | None = None, timeout: float = 900) -> subpr
 def meltano_installed() -> None:
     if not Path(MELTANO).exists():
         pytest.fail(f"meltano not found at {MELTANO}: run `make test` (it installs Meltano into .venv-meltano)")
-    _meltano("install", "--plugin-type", "extractor", "tap-jobresults")
-    _meltano("install", "--plugin-type", "loader", "target-postgres")
+    with project_lock():  # a session fixture: set up before any test's own meltano_project_lock
+        _meltano("install", "--plugin-type", "extractor", "tap-jobresults")
+        _meltano("install", "--plugin-type", "loader", "target-postgres")
 
 
 @pytest.fixture
