@@ -82,7 +82,7 @@ test: install $(LOADER_VENV)/bin/target-duckdb .venv-target-postgres/bin/target-
 .PHONY: check docs fake-api clean-docs
 
 # The fast suite for day-to-day work: no loaders, no Meltano, no PostgreSQL (`slow` tests left out; see
-# docs/development.md for what that excludes). Under 3 minutes on a quiet 2-core machine.
+# docs/development.md for what that excludes). About 5 minutes on a quiet 2-core machine.
 check: install
 	$(BIN)/python -m pytest -m "not slow" -n $(WORKERS) -q
 
