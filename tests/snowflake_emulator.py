@@ -65,6 +65,11 @@ USER_STAGE = "TILDE"
 _execute = FakeSnowflakeCursor.execute
 _ready: set[str] = set()
 _lock = threading.Lock()
+# fakesnow runs a MERGE through a helper table of one fixed name (MERGE_CANDIDATES) in a catalog all sessions
+# share: two at once (target-snowflake drains its sinks in parallel) collide with "Duplicate key". Snowflake has
+# no such limit, so the emulator runs one MERGE at a time.
+_merge_lock = threading.Lock()
+ANY_MERGE = re.compile(r"^\s*merge\s", re.I)
 
 CREATE_TABLE = re.compile(r"^\s*create\s+(?:or\s+replace\s+)?(?:temporary\s+)?table\s", re.I)
 PRIMARY_KEY = re.compile(r",\s*primary\s+key\s*\([^)]*\)", re.I)
@@ -155,6 +160,9 @@ def _quote(value: object) -> str:
 
 def execute(self: FakeSnowflakeCursor, command: str, params=None, *args, **kwargs):
     try:
+        if isinstance(command, str) and ANY_MERGE.match(command):
+            with _merge_lock:
+                return _adapted(self, command, params, *args, **kwargs)
         return _adapted(self, command, params, *args, **kwargs)
     except duckdb.Error as e:
         # A DuckDB error surfaces as HTTP 500, which the connector retries for minutes: report it as a SQL error.
