@@ -291,6 +291,50 @@ def test_a_job_body_that_is_not_an_object_fails_that_job_named_by_source_and_job
     assert bad in {job_id for job_id, _ in pending}, pending
 
 
+JOB_GETS = ["talonic job (pending, no longer listed)", "talonic results", "cdf predict job", "cdf pipeline run"]
+
+
+@pytest.mark.parametrize("endpoint", JOB_GETS)
+@pytest.mark.parametrize("body", [[{"id": 1}], "a string", 7])
+def test_every_job_endpoint_answering_other_json_than_an_object_fails_that_job_alone(apis, endpoint, body):
+    """The class of the Clavata case above, at every per-job request of every source: a 200 whose body is
+    valid JSON of another type fails that job, named by source and job, and the job is fetched again next run."""
+    state = None
+    if endpoint.startswith("talonic"):
+        good, bad = apis.talonic.add_job(rows=1), apis.talonic.add_job(rows=1)
+        config, source, stream, key = apis.config(sources=("talonic",)), "talonic", "extraction_jobs", "job_id"
+        what, path = f"Talonic job {bad} results", rf"/v1/jobs/{bad}/results$"
+        if "pending" in endpoint:
+            apis.talonic.set_status(bad, "processing")
+            state = run_tap(config, check=True).state
+            apis.talonic.set_status(bad, "completed")
+            apis.talonic.hidden.add(bad)
+            what, path = f"Talonic job {bad}", rf"/v1/jobs/{bad}$"
+    elif endpoint == "cdf predict job":
+        good = apis.cognite.add_predict_job(items=1)
+        bad = apis.cognite.add_predict_job(items=1)
+        config, source, stream, key = apis.config(sources=("cognite",)), "cognite", "entity_matching_jobs", "job_id"
+        what, path = f"CDF predict job {bad}", rf"/entitymatching/jobs/{bad}$"
+    else:
+        pid = apis.cognite.add_pipeline()
+        good, bad = apis.cognite.add_run(pid, matches=1), apis.cognite.add_run(pid, matches=1)
+        config = apis.config(sources=("cognite",))
+        config["cognite"]["pipeline_ids"] = [pid]
+        source, stream, key = "cognite", "pipeline_runs", "run_id"
+        what, path = f"CDF pipeline {pid} run {bad}", rf"/pipelines/{pid}/runs/{bad}$"
+    apis.talonic.fail(path, kind="status", status=200, times=None, body=body)
+    apis.cognite.fail(path, kind="status", status=200, times=None, body=body)
+    run = run_tap({**config, "max_retries": 0}, state=state)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert f"{source}: {what} returned a malformed payload" in run.stderr, run.stderr[-3000:]
+    landed = {str(r[key]) for r in run.records(stream)}
+    assert str(bad) not in landed and (state is not None or str(good) in landed), landed
+    apis.talonic.clear_faults()
+    apis.cognite.clear_faults()
+    again = run_tap(config, state=run.state, check=True)
+    assert str(bad) in {str(r[key]) for r in again.records(stream)}
+
+
 def test_an_incremental_clavata_listing_asks_only_for_jobs_from_the_floor(apis):
     """clavata.walk: once a bookmark has a floor, the listing filters on creation time from it (the
     output would be the same without, deduplicated by the bookmark; the traffic grows with the history)."""

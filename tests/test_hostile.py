@@ -11,7 +11,9 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import re
+import shutil
 import ssl
 import subprocess
 import sys
@@ -483,9 +485,29 @@ def test_a_secret_in_a_url_query_is_never_printed(apis):
     assert "QuerySecret" not in run.stderr  # not in messages, nor in urllib3's DEBUG lines (the value is a secret)
 
 
-@pytest.mark.parametrize("kind", ["directory", "invalid JSON", "array", "missing", "not UTF-8"])
-def test_a_bad_config_file_is_a_named_error(tmp_path, kind):
+# Root reads any file; a permission error needs the capabilities that let it to be dropped.
+DROP_READ_CAPS = [
+    "setpriv",
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--inh-caps=-dac_override,-dac_read_search",
+]
+
+
+@pytest.mark.parametrize(
+    "kind, problem",
+    [
+        ("directory", "is a directory, not a JSON config file"),
+        ("invalid JSON", "is not valid JSON (Expecting property name enclosed in double quotes at line 1, column 56)"),
+        ("array", "must hold a JSON object of settings, got list"),
+        ("missing", "no such file"),
+        ("not UTF-8", "is not UTF-8 text"),
+        ("unreadable", "cannot be read (permission denied)"),
+        ("under a file", "cannot be read (Not a directory)"),
+    ],
+)
+def test_a_bad_config_file_is_a_named_error(tmp_path, kind, problem):
     path = tmp_path / "config.json"
+    prefix: list[str] = []
     if kind == "directory":
         path.mkdir()
     elif kind == "invalid JSON":
@@ -494,8 +516,18 @@ def test_a_bad_config_file_is_a_named_error(tmp_path, kind):
         path.write_text('[{"talonic": {}}]')
     elif kind == "not UTF-8":
         path.write_bytes(b'{"talonic": "\xff\xfe"}')
+    elif kind == "unreadable":
+        path.write_text('{"talonic": {"api_key": "tlnc_secret_in_a_broken_file"}}')
+        path.chmod(0)
+        if os.geteuid() == 0:
+            if not shutil.which("setpriv"):
+                pytest.skip("running as root without setpriv: every file is readable")
+            prefix = DROP_READ_CAPS
+    elif kind == "under a file":
+        path.write_text("{}")
+        path = path / "config.json"
     proc = subprocess.run(
-        [TAP, "--config", str(path)],
+        [*prefix, TAP, "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -503,7 +535,7 @@ def test_a_bad_config_file_is_a_named_error(tmp_path, kind):
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert f"--config {path}: " in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"--config {path}: {problem}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "tlnc_secret_in_a_broken_file" not in proc.stderr and not proc.stdout
 
 

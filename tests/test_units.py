@@ -270,3 +270,34 @@ def test_a_source_run_reports_ok_partial_or_failed(monkeypatch, events, status):
     assert run.status == status
     [row] = [line for line in reporter.summary().splitlines() if line.strip().startswith("clavata")]
     assert row.split()[-1] == status
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(
+    source=st.sampled_from(["cognite", "talonic"]),
+    element=st.sampled_from([b"1", b'"x"', b"null", b"[]", b"true", b"2.5"]),
+    where=st.integers(0, 3),
+    not_array=st.sampled_from([b"{}", b'"items"', b"3"]),
+)
+def test_a_body_s_big_arrays_are_refused_by_source_job_and_field(source, element, where, not_array):
+    """An element of a big array that is not an object, or a big field that is not an array, fails the job
+    with the source first and the job named, as every error of the tap reads ("<source>: <job> ...")."""
+    import msgspec
+
+    from tap_jobresults.errors import MalformedPayload
+    from tap_jobresults.sources.base import split_body
+
+    what = "predict job 7"
+    elements = [b'{"a": 1}'] * 3
+    elements.insert(where, element)
+    body = {"id": msgspec.Raw(b"7"), "items": msgspec.Raw(b"[" + b", ".join(elements) + b"]")}
+    with pytest.raises(MalformedPayload) as caught:
+        split_body(source, what, body, ("items",))
+    assert str(caught.value) == f"{source}: {what} returned a malformed payload: items[{where}] should be an object"
+    assert (caught.value.source, caught.value.what) == (source, what)
+    body["items"] = msgspec.Raw(not_array)
+    with pytest.raises(MalformedPayload) as caught:
+        split_body(source, what, body, ("items",))
+    assert str(caught.value).startswith(f"{source}: {what} returned a malformed payload: field 'items' should")
+    small, parts = split_body(source, what, {"id": msgspec.Raw(b"7"), "items": msgspec.Raw(b"null")}, ("items", "x"))
+    assert small == {"id": 7} and parts == {"items": []}

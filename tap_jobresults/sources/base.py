@@ -52,51 +52,28 @@ class JobSource(abc.ABC):
     def bookmark(self, state: dict) -> Bookmark:
         return Bookmark(state, self.policy)
 
-    def discover(self, partition: str, bookmark: Bookmark) -> list[JobRef]:
-        """Jobs of the partition to fetch this run: pending ones, and listed ones not yet synced."""
-        listing = Listing(
-            self.list_label(partition),
-            self.name,
-            bookmark,
-            lambda job_id: self.label(partition, job_id),
-            early_stop=self.early_stop,
-        )
-        self.walk(partition, listing)
-        return listing.result()
-
     def stream_refs(self, partition: str, bookmark: Bookmark, take: t.Callable[[JobRef], None]) -> None:
-        """Hand each job to fetch to `take` as soon as the listing shows it (listing and fetching
-        overlap); `take` may block, which holds the listing back (memory stays bounded)."""
-        if type(self).discover is not JobSource.discover:  # a source without a listing (config)
-            for ref in self.discover(partition, bookmark):
-                take(ref)
-            return
-        listing = Listing(
-            self.list_label(partition),
-            self.name,
-            bookmark,
-            lambda job_id: self.label(partition, job_id),
-            early_stop=self.early_stop,
-            take=take,
-        )
+        """Hand each job to fetch this run (pending ones, and listed ones not yet synced) to `take` as soon
+        as the listing shows it (listing and fetching overlap); `take` may block, which holds the listing
+        back (memory stays bounded)."""
+        listing = self._listing(partition, bookmark, early_stop=self.early_stop, take=take)
         self.walk(partition, listing)
         listing.result()
 
     def synced_jobs(self, partition: str, bookmark: Bookmark) -> list[JobRef]:
         """The finished jobs already synced (to backfill a newly selected result stream)."""
-        listing = Listing(
-            self.list_label(partition),
-            self.name,
-            bookmark,
-            lambda job_id: self.label(partition, job_id),
-            early_stop=False,
-            backfill=True,
-        )
+        listing = self._listing(partition, bookmark, early_stop=False, backfill=True)
         self.walk(partition, listing, full=True)
         return listing.result()
 
+    def _listing(self, partition: str, bookmark: Bookmark, **options: t.Any) -> Listing:
+        return Listing(
+            self.list_label(partition), self.name, bookmark, lambda job_id: self.label(partition, job_id), **options
+        )
+
     def list_label(self, partition: str) -> str:
-        return f"listing {self.name} jobs"
+        """How logs and errors name the listing (or, for configured jobs, reading them)."""
+        raise NotImplementedError
 
     def walk(self, partition: str, listing: Listing, *, full: bool = False) -> None:
         """Offer every listed job of the partition to `listing` (until it says stop)."""

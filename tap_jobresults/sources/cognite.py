@@ -129,13 +129,14 @@ class PredictJobs(JobSource):
     def bookmark(self, state: dict) -> Bookmark:
         return ConfiguredJobs(state, self.policy, list(self.jobs))
 
-    def discover(self, partition: str, bookmark: Bookmark) -> list[JobRef]:
+    def list_label(self, partition: str) -> str:
+        return "reading the configured CDF predict jobs"
+
+    def stream_refs(self, partition: str, bookmark: Bookmark, take: t.Callable[[JobRef], None]) -> None:
         # CDF documents no list endpoint for predict jobs, so job IDs come from config, in its order.
-        return [
-            JobRef(JobKey("", job_id), self.label(partition, job_id))
-            for job_id in self.jobs
-            if not bookmark.synced(JobKey("", job_id))
-        ]
+        for job_id in self.jobs:
+            if not bookmark.synced(JobKey("", job_id)):
+                take(JobRef(JobKey("", job_id), self.label(partition, job_id)))
 
     def synced_jobs(self, partition: str, bookmark: Bookmark) -> list[JobRef]:
         assert isinstance(bookmark, ConfiguredJobs)
