@@ -285,3 +285,53 @@ OWNED_NAMES = {
     "all",
     "singer_state",
 }
+
+
+def _nodes(node: t.Any, path: tuple = ()) -> list[tuple]:
+    """Paths of every value in a state, at any depth (list elements by index)."""
+    found = [path] if path else []
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in children:
+        found += _nodes(value, (*path, key))
+    return found
+
+
+def _spelled(where: str, path: tuple) -> str:
+    return where + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
+
+
+JOB_COLLECTIONS = {"pending", "seen", "finished"}  # [[id, value], ...] or, as formats 1 and 2 wrote them, {id: value}
+OTHER_TYPES = [0, 2.5, True, "x", [], ["a", "b", "c"], {}, {"k": "v"}]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(data=st.data(), wrapped=st.booleans())
+def test_a_value_of_another_type_anywhere_in_a_state_is_refused_naming_where_it_is(data, wrapped):
+    """Any value of a valid state replaced by one of another JSON type: the state is refused with a
+    StateError that names the value's own path, a parent or a child of it (so the operator can find it), never
+    read as something else and never another exception. (Legitimate alternatives are excluded: null where
+    the format allows it, and a job collection written as an object by formats 1 and 2.)"""
+    state = copy.deepcopy(VALID)
+    state["shard"] = [0, 2]
+    state["bookmarks"]["extraction_jobs"] = {"job_bookmarks": {"all": {"seen": {"x": "2025-01-01T00:00:00Z"}}}}
+    holder: dict = {"state": {"singer_state": state} if wrapped else state}
+    path = data.draw(st.sampled_from(_nodes(holder)))
+    parent: t.Any = holder
+    for part in path[:-1]:
+        parent = parent[part]
+    original = parent[path[-1]]
+    kinds = (list, dict) if path[-1] in JOB_COLLECTIONS else (type(original),)
+    replacement = data.draw(
+        st.sampled_from([v for v in OTHER_TYPES if not isinstance(v, kinds) and original is not None])
+        if original is not None and not isinstance(original, bool)
+        else st.nothing()
+    )
+    parent[path[-1]] = replacement
+    with pytest.raises(state_format.StateError) as refused:
+        state_format.check(holder["state"])
+    message = str(refused.value)
+    named = message.split(":", 1)[0].split(" ", 1)[0]
+    spelled = _spelled(path[0], path[1:])
+    # the value itself, a parent, or (inside the replacement) a child of it
+    related = (spelled, named) if len(spelled) <= len(named) else (named, spelled)
+    assert related[0] == related[1] or related[1].startswith((related[0] + ".", related[0] + "[")), (spelled, message)
