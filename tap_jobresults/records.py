@@ -271,9 +271,7 @@ def _scalar_fits(value: t.Any, types: set[str]) -> bool:
         return bool(types & {"integer", "number"})
     if isinstance(value, float):
         return "number" in types or ("integer" in types and value.is_integer())
-    if isinstance(value, str):
-        return "string" in types
-    return False
+    return isinstance(value, str) and "string" in types
 
 
 def items_of(schema: t.Mapping) -> t.Mapping | None:
@@ -289,6 +287,8 @@ def items_of(schema: t.Mapping) -> t.Mapping | None:
 
 def conforms(value: t.Any, schema: t.Mapping) -> bool:
     """`value` is valid against `schema` (types, properties, items, additionalProperties schemas)."""
+    if "anyOf" in schema and not any(conforms(value, option) for option in schema["anyOf"]):
+        return False
     types = _types(schema)
     if isinstance(value, dict):
         if types and "object" not in types:
@@ -309,8 +309,6 @@ def conforms(value: t.Any, schema: t.Mapping) -> bool:
             return False
         items = items_of(schema)
         return items is None or all(conforms(item, items) for item in value)
-    if "anyOf" in schema:
-        return any(conforms(value, option) for option in schema["anyOf"])
     return _scalar_fits(value, types)
 
 
@@ -325,7 +323,7 @@ def _fit(value: t.Any, schema: t.Mapping, path: Path, decoders: Decoders) -> tup
             return name.value, name.rest
         return name, MISSING
     props = schema.get("properties")
-    extra = schema.get("additionalProperties", True)
+    extra = schema.get("additionalProperties")
     if isinstance(value, dict) and "object" in _types(schema) and (props is not None or isinstance(extra, dict)):
         out: dict = {}
         rest: dict = {}

@@ -291,7 +291,7 @@ def check_url(setting: str, url: t.Any) -> str | None:
         parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
     except ValueError:
         return f"{setting}: {safe_url(url)} is not a valid URL"
-    if parts.scheme not in ("https", "http") or not parts.netloc:
+    if parts.scheme not in ("https", "http") or not parts.hostname:
         return f"{setting}: {safe_url(url)} is not an http(s) URL"
     if "@" in parts.netloc:
         return (

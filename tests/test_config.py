@@ -101,3 +101,64 @@ def test_plain_http_is_for_loopback_hosts_only(url, refused):
     assert (problem is not None) == refused, problem
     if refused:
         assert problem.startswith("talonic.base_url: ")
+
+
+SECTION = {"base_url": "https://api.example.com", "api_key": "tlnc_test_abcdef"}
+CDF = {"base_url": "https://x.cognitedata.com", "project": "p", "token": "tok-abcdefgh"}
+
+
+@pytest.mark.parametrize(
+    ("config", "errors"),
+    [
+        ({"talonic": SECTION}, []),
+        (
+            {"talonic": {**SECTION, "base_url": "http://[::1"}},
+            ["talonic.base_url: <an invalid URL> is not a valid URL"],
+        ),
+        (
+            {"talonic": {**SECTION, "base_url": "https://h:port/"}},
+            ["talonic.base_url: <an invalid URL> is not a valid URL"],
+        ),
+        ({"talonic": {**SECTION, "base_url": "ftp://h/"}}, ["talonic.base_url: ftp://h/ is not an http(s) URL"]),
+        (
+            {"talonic": {**SECTION, "base_url": "http://:8080/x"}},
+            ["talonic.base_url: http://?:8080/x is not an http(s) URL"],
+        ),
+        ({"talonic": {**SECTION, "base_url": "http://localhost:8/"}}, []),
+        ({"talonic": {**SECTION, "base_url": "http://[::1]:8/"}}, []),
+        (
+            {"talonic": {**SECTION, "api_key": "xxx"}},
+            ["talonic.api_key: too short to be a real credential (fewer than 8 characters); check the value"],
+        ),
+        (
+            {"cognite": {**CDF, "entity_matching_jobs": [{"job_id": 1}, {"job_id": 2}, {"job_id": 1}]}},
+            ["cognite.entity_matching_jobs: job_id 1 is listed twice"],
+        ),
+        ({"cognite": {**CDF, "entity_matching_jobs": [{"job_id": 1}, {"job_id": 2}]}}, []),
+    ],
+)
+def test_semantic_errors_are_exact(config, errors):
+    """settings.semantic_errors in-process: the exact lines an operator reads (the CLI test above checks that
+    they reach stderr; this one that each says what it should, and nothing else is said)."""
+    from tap_jobresults import settings
+
+    assert settings.shape_errors(config) == []
+    assert settings.semantic_errors(config) == errors
+
+
+@pytest.mark.parametrize(
+    ("config", "errors"),
+    [
+        ([], ["the config must be a JSON object"]),
+        ({"talonic": SECTION, "clavata": []}, ["clavata: must be an object of settings, got list"]),
+        (
+            {"talonic": "x", "cognite": 1},
+            ["cognite: must be an object of settings, got int", "talonic: must be an object of settings, got str"],
+        ),
+    ],
+)
+def test_shape_errors_are_exact(config, errors):
+    from tap_jobresults import settings
+
+    assert sorted(settings.shape_errors(config)) == errors
+    assert settings.secret_values(config) == ([("talonic.api_key", SECTION["api_key"])] if "clavata" in config else [])
