@@ -186,3 +186,43 @@ def test_state_output_stays_linear_with_thousands_of_pending_jobs_the_server_for
     state_bytes = sum(len(json.dumps(m["value"])) for m in run.messages if m["type"] == "STATE")
     assert state_bytes < 60 * initial, (state_bytes, initial)
     assert run.state["bookmarks"]["extraction_jobs"]["job_bookmarks"]["all"]["pending"] == []
+
+
+LISTINGS = {
+    # source: (the listing's path, how errors name it, the stream its jobs land in)
+    "clavata": (r"^/v1/jobs$", "listing Clavata jobs", "clavata_jobs"),
+    "talonic": (r"^/v1/jobs$", "listing Talonic jobs", "extraction_jobs"),
+    "cognite": (r"/pipelines/\d+/runs$", "listing runs of CDF pipeline {pid}", "pipeline_runs"),
+}
+
+
+@pytest.mark.parametrize("source", sorted(LISTINGS))
+@pytest.mark.parametrize(
+    "body",
+    [
+        [{"id": "x"}],
+        "jobs",
+        7,
+        {"code": 5, "message": "quota exceeded"},
+        {"error": {"code": 429, "message": "slow down"}},
+    ],
+)
+def test_a_listing_answering_other_json_than_its_page_fails_that_source_alone(apis, source, body):
+    """Every listing of every source, answered with a 200 whose body is JSON of another type or an error
+    body: that source fails, named, with nothing bookmarked; the other sources sync; the next run catches up."""
+    apis.clavata.add_job(results=1)
+    apis.talonic.add_job(rows=1)
+    pid = apis.cognite.add_pipeline()
+    apis.cognite.add_run(pid, matches=1)
+    config = apis.config()
+    config["cognite"]["pipeline_ids"] = [pid]
+    path, label, stream = LISTINGS[source]
+    getattr(apis, source).fail(path, kind="status", status=200, times=None, body=body)
+    run = run_tap({**config, "max_retries": 0})
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert f"{source}: {label.format(pid=pid)} returned a malformed payload" in run.stderr, run.stderr[-3000:]
+    synced = {name for name, (_, _, other) in LISTINGS.items() if run.records(other)}
+    assert synced == set(LISTINGS) - {source}, synced
+    getattr(apis, source).clear_faults()
+    again = run_tap(config, state=run.state, check=True)
+    assert len(again.records(stream)) == 1

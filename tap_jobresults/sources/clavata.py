@@ -191,9 +191,11 @@ class ClavataJobs(JobSource):
             body = self.client.get_json("/v1/jobs", what, params=query)
             if not isinstance(body, dict):
                 raise MalformedPayload("clavata", what, f"expected a JSON object, got {type(body).__name__}")
-            if "jobs" not in body and ("code" in body or "message" in body):
+            # protojson leaves an empty `jobs` out, so {} is an empty page; a body with an error's fields is not
+            if "jobs" not in body and {"code", "message", "error"} & body.keys():
+                error = body["error"] if isinstance(body.get("error"), dict) else body
                 raise MalformedPayload(
-                    "clavata", what, f"an error body with HTTP 200 ({str(body.get('message'))[:200]})"
+                    "clavata", what, f"an error body with HTTP 200 ({str(error.get('message'))[:200]})"
                 )
             next_token = body.get("nextPageToken")
             return objects("clavata", what, body, "jobs"), next_token if isinstance(next_token, str) else None

@@ -225,6 +225,12 @@ class PipelineRuns(JobSource):
             if cursor:
                 params["cursor"] = cursor
             body = self.client.get_json(path, what, params=params, headers=PIPELINE_HEADERS)
+            if isinstance(body, dict) and "items" not in body:
+                # CDF always sends `items` on a list page: without it, an error envelope or a proxy's
+                # answer, not an empty listing (which would settle nothing, but hide the failure).
+                error = body.get("error") if isinstance(body.get("error"), dict) else body
+                message = str(error.get("message", "no 'items' field"))[:200]
+                raise MalformedPayload("cognite", what, f"a list page without 'items' ({message})")
             next_cursor = body.get("nextCursor") if isinstance(body, dict) else None
             return objects("cognite", what, body, "items"), next_cursor if isinstance(next_cursor, str) else None
 

@@ -154,8 +154,8 @@ class ExtractionJobs(JobSource):
             body = self.client.get_json("/v1/jobs", what, params=params)
             if not isinstance(body, dict):
                 raise MalformedPayload("talonic", what, f"expected a JSON object, got {type(body).__name__}")
-            if problem := _error_envelope(body):
-                raise MalformedPayload("talonic", what, problem)
+            if "data" not in body:  # every list page carries `data`, [] when empty: an error envelope, or a proxy's
+                raise MalformedPayload("talonic", what, _error_envelope(body) or "a list page without 'data'")
             jobs = objects("talonic", what, body, "data")
             pagination: dict = body["pagination"] if isinstance(body.get("pagination"), dict) else {}
             total = body.get("total")
