@@ -228,7 +228,7 @@ class PipelineRuns(JobSource):
             if isinstance(body, dict) and "items" not in body:
                 # CDF always sends `items` on a list page: without it, an error envelope or a proxy's
                 # answer, not an empty listing (which would settle nothing, but hide the failure).
-                error = body.get("error") if isinstance(body.get("error"), dict) else body
+                error = body["error"] if isinstance(body.get("error"), dict) else body
                 message = str(error.get("message", "no 'items' field"))[:200]
                 raise MalformedPayload("cognite", what, f"a list page without 'items' ({message})")
             next_cursor = body.get("nextCursor") if isinstance(body, dict) else None
