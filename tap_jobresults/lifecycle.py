@@ -97,10 +97,12 @@ def _parse_rfc3339_nanos(value: str) -> datetime | None:
     head, dot, rest = value.partition(".")
     if not dot:
         return None
-    digits = "".join(ch for ch in rest if ch.isdigit())
-    zone = rest[len(digits) :]
+    zone = rest.lstrip("0123456789")  # the fraction's digits, then the zone (whose digits are not the fraction's)
+    digits = rest[: len(rest) - len(zone)]
     try:
-        return datetime.fromisoformat(f"{head}.{digits[:6].ljust(6, '0')}{zone.replace('Z', '+00:00')}")
+        return datetime.fromisoformat(
+            f"{head}.{digits[:6].ljust(6, '0')}{zone.replace('Z', '+00:00').replace('z', '+00:00')}"
+        )
     except ValueError:
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import types
 from datetime import datetime, timedelta, timezone
@@ -301,3 +302,73 @@ def test_a_body_s_big_arrays_are_refused_by_source_job_and_field(source, element
     assert str(caught.value).startswith(f"{source}: {what} returned a malformed payload: field 'items' should")
     small, parts = split_body(source, what, {"id": msgspec.Raw(b"7"), "items": msgspec.Raw(b"null")}, ("items", "x"))
     assert small == {"id": 7} and parts == {"items": []}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (float("nan"), "?"),
+        (0, "0 s"),
+        (59.2, "59 s"),
+        (60, "1 min"),
+        (61, "1 min"),
+        (3599, "60 min"),
+        (3600, "1.0 h"),
+        (5400, "1.5 h"),
+    ],
+)
+def test_durations_read_in_the_unit_that_suits_them(seconds, shown):
+    from tap_jobresults.report import _duration
+
+    assert _duration(seconds) == shown
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(
+    initial=st.dictionaries(st.sampled_from("abcdef"), st.sampled_from(["1", "2", "3"]), max_size=4),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["set", "del", "pop", "rebuild"]), st.sampled_from("abcdefg"), st.sampled_from("123")
+        ),
+        max_size=30,
+    ),
+)
+def test_a_job_map_behaves_as_a_dict_and_its_list_is_the_state(initial, ops):
+    """lifecycle.JobMap against a dict (the oracle), under any sequence of operations: same contents, length,
+    membership and iteration; and the list it wraps (the one in the state) always holds exactly those pairs."""
+    from tap_jobresults.lifecycle import JobMap
+
+    stored = JobMap.stored(dict(initial))
+    jobs, oracle = JobMap(stored), dict(initial)
+    for op, job_id, value in ops:
+        if op == "set":
+            jobs[job_id] = oracle[job_id] = value
+        elif op == "del" and job_id in oracle:
+            del jobs[job_id]
+            del oracle[job_id]
+        elif op == "pop":
+            assert jobs.pop(job_id, None) == oracle.pop(job_id, None)
+        elif op == "rebuild":
+            jobs.rebuild(list(oracle.items()))
+            assert [pair[1] for pair in stored] == sorted(oracle.values())
+        assert len(jobs) == len(oracle) and set(jobs) == set(oracle) and dict(jobs.items()) == oracle
+        assert all((job_id in jobs) == (job_id in oracle) for job_id in "abcdefg")
+        assert sorted(map(tuple, stored)) == sorted(oracle.items())  # the state's list, in place
+        assert all(jobs[job_id] == oracle[job_id] for job_id in oracle)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the oracle, fromisoformat, reads any fraction from 3.11")
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(
+    moment=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
+    digits=st.text("0123456789", min_size=1, max_size=9),
+    zone=st.sampled_from(["Z", "z", "+00:00", "+02:00", "-05:30", "+14:00"]),
+)
+def test_nanosecond_timestamps_parse_as_python_3_11_reads_them(moment, digits, zone):
+    """The Go/protobuf spelling (up to 9 fractional digits) is parsed by hand for Python 3.10; from 3.11
+    fromisoformat reads it (truncating to microseconds) and is the oracle."""
+    from tap_jobresults.lifecycle import _parse_rfc3339_nanos
+
+    text = f"{moment:%Y-%m-%dT%H:%M:%S}.{digits}{zone}"
+    assert _parse_rfc3339_nanos(text) == datetime.fromisoformat(text.replace("z", "Z"))
+    assert _parse_rfc3339_nanos(f"{moment:%Y-%m-%dT%H:%M:%S}{zone}") is None  # no fraction: not this parser's
