@@ -65,7 +65,10 @@ class Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="response-deadline", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][2] is timer:
+                # The watchdog sleeps until the earliest deadline: wake it only when that is this one.
+                # (Deadlines mostly come in time order, so most requests cost it no wake-up at all.)
+                self._cond.notify()
 
     def disarm(self, timer: Deadline) -> None:
         with self._cond:
