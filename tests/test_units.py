@@ -248,9 +248,48 @@ def test_progress_is_logged_at_most_once_per_interval_and_always_at_the_end(monk
         caplog.clear()
     assert len(lines) == int(25 // PROGRESS_EVERY) == 2, lines  # at 10 s and 20 s, not after each job
     assert "40/100 jobs" in lines[0] and "80/100 jobs" in lines[1], lines
+    assert lines[0].endswith("40/100 jobs, 0 records, 4 jobs/s, about 15 s left"), lines  # 60 jobs at 4 a second
     reporter.finish(run)
     final = [r.getMessage() for r in caplog.records if "jobs/s" in r.getMessage()]
     assert len(final) == 1 and "100/100 jobs" in final[0] and "done in" in final[0]
+
+
+def test_a_progress_line_before_the_first_job_is_done_has_no_estimate(monkeypatch, caplog):
+    """A slow first job (or listing): the periodic line comes with nothing done; no rate to divide by."""
+    from tap_jobresults.report import PROGRESS_EVERY
+
+    clock = [1000.0]
+    _, run = _source_run(monkeypatch, clock)
+    run.listed(5)
+    caplog.set_level(logging.INFO, logger="tap-jobresults")
+    clock[0] += PROGRESS_EVERY + 1
+    run.progress()
+    lines = [r.getMessage() for r in caplog.records if "jobs/s" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].endswith("0/5 jobs, 0 records, 0 jobs/s, about ? left"), lines
+    caplog.clear()
+    clock[0] += 9  # 20 s in: one job done, at 0.05 a second
+    run.job_done(True)
+    clock[0] += PROGRESS_EVERY
+    run.progress()
+    lines = [r.getMessage() for r in caplog.records if "jobs/s" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].endswith("1/5 jobs, 0 records, 0 jobs/s, about 2 min left"), lines
+
+
+@pytest.mark.parametrize(
+    ("seconds", "jobs", "rate"), [(0.0, 3, "0 jobs/s, done in 0 s"), (0.5, 5, "10 jobs/s, done in 0 s")]
+)
+def test_the_final_progress_line_of_a_quick_run(monkeypatch, caplog, seconds, jobs, rate):
+    """A run that ends within its first second (or at once, with nothing to do) reports its real rate."""
+    clock = [1000.0]
+    reporter, run = _source_run(monkeypatch, clock)
+    run.listed(jobs)
+    for _ in range(jobs):
+        run.job_done(True)
+    clock[0] += seconds
+    caplog.set_level(logging.INFO, logger="tap-jobresults")
+    reporter.finish(run)
+    lines = [r.getMessage() for r in caplog.records if "jobs/s" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].endswith(f"{jobs}/{jobs} jobs, 0 records, {rate}"), lines
 
 
 @pytest.mark.parametrize(
