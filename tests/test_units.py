@@ -411,3 +411,24 @@ def test_nanosecond_timestamps_parse_as_python_3_11_reads_them(moment, digits, z
     text = f"{moment:%Y-%m-%dT%H:%M:%S}.{digits}{zone}"
     assert _parse_rfc3339_nanos(text) == datetime.fromisoformat(text.replace("z", "Z"))
     assert _parse_rfc3339_nanos(f"{moment:%Y-%m-%dT%H:%M:%S}{zone}") is None  # no fraction: not this parser's
+
+
+def test_every_outcome_of_a_job_counts_as_done_and_an_empty_listing_logs_no_progress(monkeypatch, caplog):
+    clock = [1000.0]
+    reporter, run = _source_run(monkeypatch, clock)
+    run.listed(0)  # reached, nothing to do: the summary says so, no progress line
+    caplog.set_level(logging.INFO, logger="tap-jobresults")
+    reporter.finish(run)
+    assert not [r for r in caplog.records if "jobs/s" in r.getMessage()]
+    reporter, run = _source_run(monkeypatch, clock)
+    run.listed(7)
+    for finished in (True, True, False):
+        run.job_done(finished)
+    run.job_failed()
+    run.job_failed()
+    run.job_missing()
+    assert (run.done, run.synced, run.still_running, run.failed, run.missing) == (6, 2, 1, 2, 1)
+    clock[0] += 2
+    reporter.finish(run)
+    lines = [r.getMessage() for r in caplog.records if "jobs/s" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].endswith("6/7 jobs, 0 records, 3 jobs/s, done in 2 s"), lines
