@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import typing as t
+
+import pytest
 
 from tests.conftest import RESULT_STREAMS, populate, run_tap
 
@@ -141,3 +145,84 @@ def test_a_loader_that_stops_reading_is_reported_as_such(apis):
         assert tap.wait(timeout=120) == 1
     assert "The loader stopped reading the tap's output (broken pipe)" in stderr, stderr[-2000:]
     assert "Traceback" not in stderr
+
+
+def _backfill_world(apis, vendor: str) -> tuple[dict, list, str, str, str, t.Callable[[t.Any], str], t.Any]:
+    """(config, three job IDs, job stream, result stream, the results' job key, the fail path, the fake)."""
+    if vendor == "clavata":
+        jobs = [apis.clavata.add_job(results=2) for _ in range(3)]
+        return (
+            apis.config(sources=("clavata",)),
+            jobs,
+            "clavata_jobs",
+            "clavata_reports",
+            "job_uuid",
+            lambda j: rf"/v1/jobs/{j}$",
+            apis.clavata,
+        )
+    if vendor == "talonic":
+        jobs = [apis.talonic.add_job(rows=2) for _ in range(3)]
+        return (
+            apis.config(sources=("talonic",)),
+            jobs,
+            "extraction_jobs",
+            "extraction_rows",
+            "job_id",
+            lambda j: rf"/v1/jobs/{j}/results$",
+            apis.talonic,
+        )
+    if vendor == "cdf predict":
+        jobs = [apis.cognite.add_predict_job(items=2) for _ in range(3)]
+        return (
+            apis.config(sources=("cognite",)),
+            jobs,
+            "entity_matching_jobs",
+            "match_results",
+            "job_id",
+            lambda j: rf"/entitymatching/jobs/{j}$",
+            apis.cognite,
+        )
+    pid = apis.cognite.add_pipeline()
+    jobs = [apis.cognite.add_run(pid, matches=2, suggested_rules=0, generated_rules=0) for _ in range(3)]
+    config = apis.config(sources=("cognite",))
+    config["cognite"] = {**config["cognite"], "pipeline_ids": [pid], "entity_matching_jobs": []}
+    return (
+        config,
+        jobs,
+        "pipeline_runs",
+        "pipeline_matches",
+        "run_id",
+        lambda j: rf"/pipelines/{pid}/runs/{j}$",
+        apis.cognite,
+    )
+
+
+LABELS = {
+    "clavata": "Clavata job {}",
+    "talonic": "Talonic job {}",
+    "cdf predict": "CDF predict job {}",
+    "cdf runs": "CDF pipeline {pid} run {}",
+}
+
+
+@pytest.mark.parametrize("vendor", sorted(LABELS))
+def test_every_source_backfills_each_job_once_and_names_the_job_it_could_not_fetch(apis, vendor):
+    """The backfill of a result stream selected later, for every kind of job: a job whose fetch fails is
+    named as that job and not skipped; over the run and the next, each synced job's results land exactly once."""
+    config, jobs, job_stream, result_stream, key, path, fake = _backfill_world(apis, vendor)
+    config = {**config, "max_retries": 0}
+    first = run_tap(config, catalog=_catalog(config, {job_stream}), check=True)
+    everything = _catalog(config, {job_stream, result_stream})
+    fake.fail(path(jobs[1]), kind="status", status=500, times=None)
+    second = run_tap(config, catalog=everything, state=first.state)
+    assert second.returncode == 1
+    pid = config["cognite"].get("pipeline_ids", [None])[0] if "cognite" in config else None
+    label = LABELS[vendor].format(jobs[1], pid=pid)
+    assert re.search(rf"{re.escape(label)}\b.*(500|server error)", second.stderr), second.stderr[-3000:]
+    assert str(jobs[1]) not in {str(r[key]) for r in second.records(result_stream)}
+    fake.clear_faults()
+    third = run_tap(config, catalog=everything, state=second.state, check=True)
+    landed = sorted(str(r[key]) for run in (second, third) for r in run.records(result_stream))
+    assert landed == sorted(2 * [str(job) for job in jobs]), landed
+    fourth = run_tap(config, catalog=everything, state=third.state, check=True)
+    assert not fourth.records(result_stream)

@@ -432,3 +432,53 @@ def test_every_outcome_of_a_job_counts_as_done_and_an_empty_listing_logs_no_prog
     reporter.finish(run)
     lines = [r.getMessage() for r in caplog.records if "jobs/s" in r.getMessage()]
     assert len(lines) == 1 and lines[0].endswith("6/7 jobs, 0 records, 3 jobs/s, done in 2 s"), lines
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"code": "RATE_LIMITED", "message": "slow down"}, "an error envelope with HTTP 200 (slow down)"),
+        ({"error": "Bad Gateway", "statusCode": 502}, "an error envelope with HTTP 200 (Bad Gateway)"),
+        ({"statusCode": 500}, "an error envelope with HTTP 200 (None)"),
+        ({"code": 7}, None),  # one field named like an error's: could be anything
+        ({"message": "x", "total": 0}, None),
+        ({"data": [], "code": 1, "message": "m"}, None),  # a page that has its data is a page
+    ],
+)
+def test_talonic_error_envelopes_are_told_from_pages(body, problem):
+    from tap_jobresults.sources.talonic import _error_envelope
+
+    assert _error_envelope(body) == problem
+
+
+@pytest.mark.parametrize(
+    ("sent", "held"),
+    [
+        (0.123456789, (12.345679, 0.123456789)),  # a fraction: as a percentage to 6 decimals, kept as sent
+        (0.0, (0.0, 0.0)),
+        (0.999, (99.9, 0.999)),
+        (1.0, (100.0, 1.0)),  # the float 1.0 is "done" in the fraction spelling
+        (1, 1),  # an integer is a percentage
+        (0, 0),
+        (1.5, 1.5),
+        (55, 55),
+        (99.5, 99.5),
+        (100, 100),
+        ("42", None),  # a string is not a number here: kept as sent
+        (100.01, None),
+        (101, None),
+        (-0.5, None),
+        (-1, None),
+    ],
+)
+def test_talonic_progress_is_a_percentage_whichever_spelling_is_sent(sent, held):
+    from tap_jobresults.records import Partial, Unfit
+    from tap_jobresults.sources.talonic import percent
+
+    if held is None:
+        with pytest.raises(Unfit):
+            percent(sent)
+    elif isinstance(held, tuple):
+        assert percent(sent) == Partial(*held)
+    else:
+        assert percent(sent) == held and type(percent(sent)) is type(held)

@@ -50,10 +50,10 @@ PAGE_LIMIT = 100  # documented maximum is 500; 100 keeps a page's latency low
 
 def percent(value: t.Any) -> t.Any:
     """`progress` as a percentage: the API reference says 0-100, an older draft a 0-1 fraction
-    (1.0 when done). A non-integral number up to 1, or the float 1.0, is read as a fraction (and
+    (1.0 when done). A float from 0 to 1 (0.5, 1.0) is read as a fraction (and
     kept as sent in extra_fields)."""
     number = to_num(value)
-    if isinstance(number, float) and 0 <= number <= 1 and (number < 1 or str(number) == "1.0"):
+    if isinstance(number, float) and 0 <= number <= 1:
         return Partial(round(number * 100, 6), value)
     if not 0 <= number <= 100:
         raise Unfit
