@@ -125,6 +125,13 @@ CDF = {"base_url": "https://x.cognitedata.com", "project": "p", "token": "tok-ab
             ["talonic.base_url: http://?:8080/x is not an http(s) URL"],
         ),
         ({"talonic": {**SECTION, "base_url": "http://localhost:8/"}}, []),
+        (
+            {"talonic": {**SECTION, "base_url": "http://api.example.com/"}},
+            [
+                "talonic.base_url: plain http:// is refused for 'api.example.com' (credentials would travel "
+                "unencrypted); use https://, or a loopback host for local tests"
+            ],
+        ),
         ({"talonic": {**SECTION, "base_url": "http://[::1]:8/"}}, []),
         (
             {"talonic": {**SECTION, "api_key": "xxx"}},

@@ -226,3 +226,32 @@ def test_a_listing_answering_other_json_than_its_page_fails_that_source_alone(ap
     getattr(apis, source).clear_faults()
     again = run_tap(config, state=run.state, check=True)
     assert len(again.records(stream)) == 1
+
+
+PAGES_WITH_A_CURSOR = {
+    "clavata": lambda cursor: {"jobs": [], "nextPageToken": cursor},
+    "talonic": lambda cursor: {"data": [], "pagination": {"has_more": True, "next_cursor": cursor}},
+    "cognite": lambda cursor: {"items": [], "nextCursor": cursor},
+}
+
+
+@pytest.mark.parametrize("source", sorted(LISTINGS))
+@pytest.mark.parametrize("cursor", [5, 0, ["next"], {"page": 2}, True])
+def test_a_next_page_cursor_that_is_not_a_string_fails_the_listing_of_any_source(apis, source, cursor):
+    """Not the end of the listing (the pages after it would be lost), and not followed: that source fails."""
+    apis.clavata.add_job(results=1)
+    apis.talonic.add_job(rows=1)
+    pid = apis.cognite.add_pipeline()
+    apis.cognite.add_run(pid, matches=1)
+    config = apis.config(sources=(source,))
+    if source == "cognite":
+        config["cognite"]["pipeline_ids"] = [pid]
+    path, label, stream = LISTINGS[source]
+    getattr(apis, source).fail(path, kind="status", status=200, times=1, body=PAGES_WITH_A_CURSOR[source](cursor))
+    run = run_tap({**config, "max_retries": 0})
+    assert run.returncode == 1, run.stderr[-2000:]
+    expected = (
+        f"{source}: {label.format(pid=pid)} returned a malformed payload: the next page cursor should be a string"
+    )
+    assert expected in run.stderr, run.stderr[-3000:]
+    assert not run.records(stream)

@@ -102,7 +102,7 @@ class JobSource(abc.ABC):
         for _ in range(self.max_pages):
             items, next_cursor = get_page(cursor)
             yield items
-            if not next_cursor:
+            if next_cursor is None or next_cursor == "":
                 return
             if not isinstance(next_cursor, str):
                 raise MalformedPayload(

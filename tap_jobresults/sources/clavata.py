@@ -198,7 +198,7 @@ class ClavataJobs(JobSource):
                     "clavata", what, f"an error body with HTTP 200 ({str(error.get('message'))[:200]})"
                 )
             next_token = body.get("nextPageToken")
-            return objects("clavata", what, body, "jobs"), next_token if isinstance(next_token, str) else None
+            return objects("clavata", what, body, "jobs"), next_token  # JobSource.pages refuses one not a string
 
         for jobs in self.pages(what, page):
             for summary in jobs:

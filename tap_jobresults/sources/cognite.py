@@ -232,7 +232,7 @@ class PipelineRuns(JobSource):
                 message = str(error.get("message", "no 'items' field"))[:200]
                 raise MalformedPayload("cognite", what, f"a list page without 'items' ({message})")
             next_cursor = body.get("nextCursor") if isinstance(body, dict) else None
-            return objects("cognite", what, body, "items"), next_cursor if isinstance(next_cursor, str) else None
+            return objects("cognite", what, body, "items"), next_cursor  # JobSource.pages refuses one not a string
 
         return self.pages(what, page)
 

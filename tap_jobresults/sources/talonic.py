@@ -166,7 +166,7 @@ class ExtractionJobs(JobSource):
                     "talonic", what, f"a page-based answer ({total} jobs, no cursor) where a cursor page was expected"
                 )
             next_cursor = pagination.get("next_cursor")
-            if pagination.get("has_more") is True and not next_cursor:
+            if pagination.get("has_more") is True and next_cursor in (None, ""):
                 raise MalformedPayload("talonic", what, "has_more is true but there is no next_cursor to follow")
             # A cursor means more, unless has_more says otherwise.
             return jobs, (next_cursor if pagination.get("has_more") is not False else None)
