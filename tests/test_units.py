@@ -482,3 +482,87 @@ def test_talonic_progress_is_a_percentage_whichever_spelling_is_sent(sent, held)
         assert percent(sent) == Partial(*held)
     else:
         assert percent(sent) == held and type(percent(sent)) is type(held)
+
+
+def test_a_retry_after_date_in_the_past_means_no_wait(monkeypatch):
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1_700_000_000.0) == 0.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # a zone-less date (-0000) is UTC, whatever the machine's zone
+    time.tzset()
+    try:
+        assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 -0000", now=1445412470.0) == 10.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert parse_retry_after("-5") == 0.0 and parse_retry_after("2.5") == 2.5 and parse_retry_after("soon") is None
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "0 s"),
+        (119, "119 s"),
+        (120, "2 min"),
+        (7199, "120 min"),
+        (7200, "2.0 h"),
+        (86400, "24.0 h"),
+        (1e9, "forever"),
+    ],
+)
+def test_a_rate_limit_s_wait_reads_in_the_unit_that_suits_it(seconds, shown):
+    from tap_jobresults.client import _duration
+
+    assert _duration(seconds) == shown
+
+
+def test_where_a_request_went_is_named_without_path_query_or_userinfo_and_bounded():
+    from tap_jobresults.client import _host_port
+
+    assert _host_port("https://user:pw@api.example.com:8443/v1/jobs?key=secret") == "https://api.example.com:8443"
+    assert _host_port("http://127.0.0.1/x") == "http://127.0.0.1"
+    assert _host_port("https://h:notaport/") == "https://h"
+    long = _host_port("https://" + "a" * 300 + ".example.com/")
+    assert long == ("https://" + "a" * 300)[:200] + "..."
+
+
+def test_an_origin_is_scheme_host_and_port_with_the_default_ports_filled_in():
+    from tap_jobresults.client import _origin
+
+    assert _origin("https://API.example.com/v1") == ("https", "api.example.com", 443)
+    assert _origin("http://127.0.0.1/x") == ("http", "127.0.0.1", 80)
+    assert _origin("https://h:8443/") == ("https", "h", 8443)
+    assert _origin("HTTPS://h:443") == _origin("https://h")
+
+
+def test_a_warning_about_dropped_state_keys_names_ten_and_counts_the_rest():
+    from tap_jobresults.state import Dropped
+
+    dropped = Dropped()
+    for number in range(12):
+        dropped.add("bookmarks", f"k{number}")
+    message = dropped.message("state")
+    assert message is not None and message.endswith(
+        "dropped 12 key(s) this tap does not write, not carried into its state: "
+        + ", ".join(f"bookmarks.k{number}" for number in range(10))
+        + " and 2 more"
+    ), message
+    assert Dropped().message("state") is None
+
+
+@pytest.mark.parametrize(
+    ("sent", "finer"),
+    [(1.5, False), (1.0005, True), (1700000000123.0, False), (0.001, False), (0.0001, True), (3, False)],
+)
+def test_a_millisecond_timestamp_finer_than_a_microsecond_is_told(sent, finer):
+    from tap_jobresults.records import finer_than_micros
+
+    assert finer_than_micros(sent) is finer
+
+
+def test_to_list_takes_lists_only():
+    from tap_jobresults.records import Unfit, to_list
+
+    assert to_list([1]) == [1]
+    for other in ({}, "x", 1, None):
+        with pytest.raises(Unfit):
+            to_list(other)
