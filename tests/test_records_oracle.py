@@ -83,7 +83,7 @@ def test_conforms_agrees_with_jsonschema(schema, value):
 # -- typed nested columns: what a column holds is valid, and nothing sent is lost -----------------------------
 
 from tap_jobresults.records import Partial, Unfit, _types, items_of, typed  # noqa: E402
-from tests.test_field_properties import TABLES  # noqa: E402
+from tests.test_field_properties import TABLES, _at  # noqa: E402 (a path's value, or a marker for none)
 
 
 def _cells(convert: t.Callable) -> dict:
@@ -151,14 +151,6 @@ def _leaves(value: t.Any, path: tuple = ()) -> t.Iterator[tuple[tuple, t.Any]]:
             yield from _leaves(sub, (*path, key))
     else:
         yield path, value
-
-
-def _at(value: t.Any, path: tuple) -> t.Any:
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return Unfit
-        value = value[key]
-    return value
 
 
 def _declared(schema: t.Mapping, path: tuple) -> t.Mapping | None:

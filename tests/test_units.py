@@ -396,6 +396,25 @@ def test_a_job_map_behaves_as_a_dict_and_its_list_is_the_state(initial, ops):
         assert all(jobs[job_id] == oracle[job_id] for job_id in oracle)
 
 
+@pytest.mark.parametrize(
+    ("sent", "moment"),
+    [
+        ("2025-01-02T03:04:05.123456789Z", datetime(2025, 1, 2, 3, 4, 5, 123456, timezone.utc)),
+        ("2025-01-02T03:04:05.1+02:00", datetime(2025, 1, 2, 1, 4, 5, 100000, timezone.utc)),
+        ("2025-01-02T03:04:05.1234567-05:30", datetime(2025, 1, 2, 8, 34, 5, 123456, timezone.utc)),
+        ("2025-01-02T03:04:05.5z", datetime(2025, 1, 2, 3, 4, 5, 500000, timezone.utc)),
+        ("2025-01-02T03:04:05Z", None),  # no fraction: not this parser's
+        ("2025-13-02T03:04:05.5Z", None),
+    ],
+)
+def test_nanosecond_timestamps_parse_by_hand_on_every_python(sent, moment):
+    """The hand parser Python 3.10 relies on, with answers worked out by hand (runs on 3.10 too, where the
+    oracle test below cannot)."""
+    from tap_jobresults.lifecycle import _parse_rfc3339_nanos
+
+    assert _parse_rfc3339_nanos(sent) == moment
+
+
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="the oracle, fromisoformat, reads any fraction from 3.11")
 @settings(max_examples=300, derandomize=True, deadline=None)
 @given(
