@@ -90,9 +90,12 @@ COMPARE_SWAPS: dict[type, type] = {
     ast.IsNot: ast.Is,
 }
 BINOP_SWAPS: dict[type, type] = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.FloorDiv: ast.Div}
-QUIET_LOGGERS = {"debug"}
-# Calls whose two arguments are of different kinds: swapping them is a TypeError, not a bug.
+QUIET_LOGGERS = {"debug"}  # dropping a debug log line changes nothing a user relies on
+# Calls whose two arguments are of different kinds (swapping them is a TypeError, not a bug), or
+# whose result does not depend on their order (min, max: swapping them is an equivalent mutant).
 NO_SWAP = {
+    "min",
+    "max",
     "isinstance",
     "issubclass",
     "getattr",
@@ -102,7 +105,7 @@ NO_SWAP = {
     "setdefault",
     "pop",
     "partition",
-}  # dropping a debug log line changes nothing a user relies on
+}
 
 
 @dataclasses.dataclass(frozen=True)

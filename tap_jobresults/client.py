@@ -512,6 +512,9 @@ class ApiClient:
                     raise Overdue
             if timer.fired:  # cut at its deadline: what arrived (headers, an "end" of body) is not the response
                 raise Overdue
+        except requests.exceptions.ContentDecodingError as exc:
+            exc.response = exc.response if exc.response is not None else response  # its Content-Encoding names it
+            raise
         except MemoryError:
             got = len(body)
             del body

@@ -430,10 +430,10 @@ class SourceRunner:
             self.post(lambda: self.stream.reporter.finish(self.run))
             self.out.put(_Finished())
 
-    def _fail_source(self, message: str, error: BaseException | None = None) -> None:
+    def _fail_source(self, message: str) -> None:
         def record() -> None:
             self.failures.add(message)
-            self.run.failed_source(error or message)  # type: ignore[arg-type]
+            self.run.failed_source()
 
         self.post(record)
 
@@ -444,7 +444,7 @@ class SourceRunner:
             if self.stopped.is_set():
                 return
             self.stopped.set()
-        self._fail_source(message or str(error), error)
+        self._fail_source(message or str(error))
 
     # -- listing ---------------------------------------------------------------------------------
 
@@ -454,7 +454,7 @@ class SourceRunner:
             partitions = source.partitions()
         except Exception as exc:
             logger.debug("%s: listing partitions failed", source.name, exc_info=True)
-            self._fail_source(f"{self._reason(exc, 'listing')} (stream {stream.name}: nothing synced)", exc)
+            self._fail_source(f"{self._reason(exc, 'listing')} (stream {stream.name}: nothing synced)")
             return
         bookmarks = self.call(lambda: stream.open_partitions(partitions))
         for partition in partitions:

@@ -43,7 +43,7 @@ class SourceRun:
         self.missing = 0
         self.record_counts: collections.Counter[str] = collections.Counter()
         self.reached_source = False
-        self.source_error: str | None = None
+        self.source_failed = False
         self.listing_failed = False
         self._last_progress = self.t0
 
@@ -68,8 +68,9 @@ class SourceRun:
     def job_missing(self) -> None:
         self.missing += 1
 
-    def failed_source(self, error: BaseException | None) -> None:
-        self.source_error = str(error) if error is not None else "failed"
+    def failed_source(self) -> None:
+        """The source stopped (its failure is reported by the failures list, by name)."""
+        self.source_failed = True
 
     def failed_listing(self) -> None:
         self.listing_failed = True
@@ -100,7 +101,7 @@ class SourceRun:
 
     @property
     def status(self) -> str:
-        if self.source_error:
+        if self.source_failed:
             return "failed"
         if self.failed or self.listing_failed:
             return "partial"

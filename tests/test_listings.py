@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 
 import pytest
@@ -255,3 +256,37 @@ def test_a_next_page_cursor_that_is_not_a_string_fails_the_listing_of_any_source
     )
     assert expected in run.stderr, run.stderr[-3000:]
     assert not run.records(stream)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"error": {"code": 400, "message": "bad project"}}, "failed, HTTP 400, code 400: bad project"),
+        ({"items": [{"id": "seven"}]}, "returned a malformed payload"),
+    ],
+)
+def test_a_failed_cdf_pipeline_listing_fails_the_runs_stream_alone_named(apis, body, reason):
+    """The pipelines themselves cannot be listed: no pipeline's runs can be read. The source fails with the
+    stream named and nothing of it synced (its summary row says failed); Clavata syncs; the next run catches up."""
+    apis.clavata.add_job(results=1)
+    pid = apis.cognite.add_pipeline()
+    apis.cognite.add_run(pid, matches=1)
+    config = apis.config(sources=("cognite", "clavata"))
+    status = 400 if "error" in body else 200
+    apis.cognite.fail(r"/pipelines$", kind="status", status=status, times=None, body=body)
+    run = run_tap({**config, "max_retries": 0})
+    assert run.returncode == 1, run.stderr[-2000:]
+    lines = [line for line in run.stderr.splitlines() if "listing CDF pipelines" in line]
+    assert len(lines) == 2, lines  # logged when it happens, and again in the failures at the end
+    for line in lines:
+        assert f"cognite: listing CDF pipelines {reason}" in line, line
+        assert line.endswith("(stream pipeline_runs: nothing synced)"), line
+    heartbeats = {r["job_stream"]: r["status"] for r in run.records("sync_runs")}
+    # No heartbeat for a stream whose source never answered with data (streams.SyncRunsStream).
+    assert heartbeats == {"clavata_jobs": "ok", "entity_matching_jobs": "ok"}, heartbeats
+    assert re.search(r"CDF pipeline runs +0 +0 +0 +0 +0 +[0-9.]+s +failed", run.stderr), run.stderr[-3000:]
+    assert re.search(r"clavata +1 +1 +0 +0 +0 +[0-9.]+s +ok", run.stderr), run.stderr[-3000:]
+    assert not run.records("pipeline_runs") and len(run.records("clavata_jobs")) == 1
+    apis.cognite.clear_faults()
+    again = run_tap(config, state=run.state, check=True)
+    assert len(again.records("pipeline_runs")) == 1
