@@ -45,7 +45,6 @@ logger = logging.getLogger("tap-jobresults")
 MAX_REFUSED_IN_A_ROW = 3
 MAX_QUEUED_JOBS = 1000
 SMALL_STATE = 16 * 1024  # bytes: a STATE up to this size follows every job
-DEFAULT_BUDGET = 256 * 1024 * 1024  # bytes of fetched jobs held at once, beyond the one being read
 
 
 def describe(exc: BaseException) -> str:
@@ -165,7 +164,7 @@ class ByteBudget:
 class Engine:
     """Runs the sources of a tap and writes what they produce (see the module docstring)."""
 
-    def __init__(self, tap: t.Any, failures: Failures, budget: int = DEFAULT_BUDGET) -> None:
+    def __init__(self, tap: t.Any, failures: Failures, budget: int) -> None:
         self.tap = tap
         self.failures = failures
         self.queue: queue.Queue[t.Any] = queue.Queue()

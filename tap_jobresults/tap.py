@@ -61,7 +61,10 @@ class TapJobResults(Tap):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self.failures = Failures()
         self.reporter = Reporter()
-        self.engine = Engine(self, self.failures)  # its byte budget is set from the config in discover_streams
+        # Its byte budget follows max_response_mb: set from the config in discover_streams.
+        self.engine = Engine(
+            self, self.failures, budget_bytes(settings.CONFIG_SCHEMA["properties"]["max_response_mb"]["default"])
+        )
         self.run_started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         # The SDK has set up logging by now (console handler, and any SINGER_SDK_LOG_CONFIG file
         # with handlers of its own): scrub every record at creation, and filter every handler too.

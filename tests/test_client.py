@@ -108,7 +108,7 @@ def test_only_requests_in_a_row_refused_with_429_stop_the_source(server):
     server.on(r"/v1/jobs/r", Script(refused))
     server.on(r"/v1/jobs/m", Script(missing))
     client = _client(server)
-    limit = client_module.MAX_RATE_LIMITED_IN_A_ROW
+    limit = 3  # docs/operations.md: "3 requests in a row still refused with HTTP 429 after their retries"
     for n in range(limit - 1):
         assert not isinstance(_failure(client.get_json, f"/v1/jobs/r{n}", "job"), RateLimited)
     # Any other outcome between them starts the count again.
@@ -128,7 +128,7 @@ def test_a_success_between_429s_starts_the_count_again(server):
     server.on(r"/v1/jobs/r", Script((429, {"message": "slow down"}, None)))
     server.on(r"/v1/jobs/ok", Script((200, {"id": "ok"}, None)))
     client = _client(server)
-    limit = client_module.MAX_RATE_LIMITED_IN_A_ROW
+    limit = 3
     for _ in range(3):
         for n in range(limit - 1):
             assert not isinstance(_failure(client.get_json, f"/v1/jobs/r{n}", "job"), RateLimited)
@@ -662,3 +662,49 @@ def test_parse_reset_reads_deltas_epochs_and_milliseconds():
     assert client_module.parse_reset(f"{(now + 90) * 1000:.0f}", now=now) == pytest.approx(90.0)
     assert client_module.parse_reset("2023-11-14T22:14:20", now=now) == pytest.approx(60.0)
     assert client_module.parse_reset("", now=now) is None and client_module.parse_reset(None, now=now) is None
+
+
+# -- how long it waits ----------------------------------------------------------------------------------
+
+
+class _Sleeps:
+    """backoff's view of time.sleep: records each wait instead of waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+def sleeps(monkeypatch) -> _Sleeps:
+    import backoff._sync
+
+    fake = _Sleeps()
+    monkeypatch.setattr(backoff._sync, "time", fake)
+    return fake
+
+
+def test_backoff_starts_at_one_second_doubles_with_full_jitter_and_stops_at_max_retry_wait(server, sleeps, monkeypatch):
+    ranges: list[tuple[float, float]] = []
+    monkeypatch.setattr(client_module.random, "uniform", lambda low, high: ranges.append((low, high)) or high)
+    server.on(r"/", Script((500, {"message": "boom"}, None)))
+    error = _failure(_client(server, max_retries=5, max_retry_wait=5).get_json, "/v1/a", "a")
+    assert error.attempts == 6
+    assert ranges == [(0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (2.5, 5.0), (2.5, 5.0)]
+    assert sleeps.waits == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_an_unreachable_host_waits_one_then_two_seconds(sleeps):
+    client = ApiClient(
+        "talonic", f"http://127.0.0.1:{_closed_port()}", setting="talonic.base_url", max_retries=6, max_retry_wait=60
+    )
+    error = _failure(client.get_json, "/v1/jobs/a", "job a")
+    assert error.attempts == 3 and sleeps.waits == [1.0, 2.0]
+
+
+def test_a_hint_past_the_cap_on_a_retryable_answer_ends_the_source_a_hint_within_it_is_waited(server, sleeps):
+    server.on(r"/", Script((503, {}, {"Retry-After": "4"}), (200, {"ok": 1}, None)))
+    assert _client(server, max_retries=2, max_retry_wait=4).get_json("/v1/a", "a") == {"ok": 1}
+    assert sleeps.waits == [4.0]
