@@ -4,13 +4,14 @@ byte budget that bounds what fetch workers hold (the end-to-end view is in test_
 from __future__ import annotations
 
 import threading
+import types
 import time
 
 import msgspec
 import pytest
 
 from tap_jobresults import guard
-from tap_jobresults.engine import ByteBudget, describe
+from tap_jobresults.engine import ByteBudget, Engine, describe
 from tap_jobresults.errors import ApiError, JobFailed, MalformedPayload
 
 
@@ -168,3 +169,31 @@ def test_a_response_read_outside_a_fetch_worker_is_not_counted():
     budget.reading(False)
     budget.response_hook(_Response({"Content-Length": "10"}, []))
     assert budget.held == 0
+
+
+class _Writer:
+    def __init__(self, since: int | None, last: int) -> None:
+        if since is not None:
+            self.record_bytes_since_state = since
+        self.last_state_bytes = last
+
+
+@pytest.mark.parametrize(
+    ("since", "last", "written"),
+    [
+        (0, 0, True),  # the first STATE
+        (0, 16 * 1024, True),  # a state of up to 16 KiB follows every job
+        (0, 16 * 1024 + 1, False),  # a larger one waits for records of twice its size
+        (2 * (16 * 1024 + 1) - 1, 16 * 1024 + 1, False),
+        (2 * (16 * 1024 + 1), 16 * 1024 + 1, True),
+        (10**9, 10**6, True),
+        (None, 10**6, True),  # a writer that does not count: every time
+    ],
+)
+def test_a_state_follows_every_job_while_small_then_once_records_outweigh_it(monkeypatch, since, last, written):
+    engine = Engine.__new__(Engine)
+    engine.tap = types.SimpleNamespace(message_writer=_Writer(since, last))
+    calls: list[int] = []
+    monkeypatch.setattr(engine, "write_state", lambda: calls.append(1))
+    engine.maybe_write_state()
+    assert calls == ([1] if written else [])
