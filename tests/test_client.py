@@ -12,6 +12,7 @@ import logging
 import socket
 import threading
 import time
+import types
 import typing as t
 from http.server import BaseHTTPRequestHandler
 
@@ -708,3 +709,93 @@ def test_a_hint_past_the_cap_on_a_retryable_answer_ends_the_source_a_hint_within
     server.on(r"/", Script((503, {}, {"Retry-After": "4"}), (200, {"ok": 1}, None)))
     assert _client(server, max_retries=2, max_retry_wait=4).get_json("/v1/a", "a") == {"ok": 1}
     assert sleeps.waits == [4.0]
+
+
+# -- where requests may go --------------------------------------------------------------------------------
+
+
+def test_an_absolute_url_is_followed_only_on_the_configured_origin(server):
+    server.on(r"/", Script((200, {"ok": 1}, None)))
+    client = _client(server)
+    assert client.get_json(server.url + "/v1/next?page=2", "page 2") == {"ok": 1}
+    port = server.url.rsplit(":", 1)[1]
+    for elsewhere in (f"http://127.0.0.2:{port}/v1/next", f"https://127.0.0.1:{port}/v1/next", "http://127.0.0.1:1/x"):
+        error = _failure(client.get_json, elsewhere, "page 3")
+        assert isinstance(error, ApiError) and (error.source, error.what) == ("talonic", "page 3")
+        host = elsewhere.split("/")[2]
+        assert error.vendor_message == f"refused to send a request to {elsewhere.split(':')[0]}://{host}"
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("/v1/jobs/../admin", "its path changes when normalised (a dot segment)"),
+        ("/v1/jobs/./a", "its path changes when normalised (a dot segment)"),
+        ("/v1/jobs/%2e%2e/admin", "its path changes when normalised (a dot segment)"),
+        ("/v1/jobs/%252e%252e/admin", "a path segment is not one plain segment"),
+        ("/v1/jobs/a%2Fb", "a path segment is not one plain segment"),
+        ("/v1/jobs/a%5Cb", "a path segment is not one plain segment"),
+        ("/v1/jobs/a%0Ab", "a path segment is not one plain segment"),
+        ("/v1/jobs/a%C2%85b", "a path segment is not one plain segment"),
+    ],
+)
+def test_a_path_that_would_reach_another_resource_is_never_sent(server, path, problem):
+    server.on(r"/", Script((200, {}, None)))
+    error = _failure(_client(server).get_json, path, "job a")
+    assert isinstance(error, ApiError) and error.vendor_message.startswith(f"refused to send a request to {server.url}")
+    assert problem in error.vendor_message
+    assert server.requests == []
+
+
+# -- request metrics --------------------------------------------------------------------------------------
+
+
+def test_request_metrics_count_and_time_each_kind_and_outcome(caplog):
+    stats = client_module.RequestStats("talonic")
+    with caplog.at_level(logging.DEBUG, logger="singer_sdk.metrics"):
+        stats.add("job", 0.1234567, 200)
+        stats.add("job", 0.3, 201)
+        stats.add("job", 2.0, 500)
+        stats.add("listing", 0.5, None)
+        each = [r.args[0].to_dict() for r in caplog.records]
+        caplog.clear()
+        stats.flush()
+        totals = [(r.levelno, r.args[0].to_dict()) for r in caplog.records]
+        caplog.clear()
+        stats.flush()  # nothing counted since: nothing logged
+        assert caplog.records == []
+    # Each request: one timer at DEBUG, its status as a tag.
+    assert [(p["type"], p["value"], p["tags"]["http_status_code"]) for p in each] == [
+        ("timer", 0.123457, 200),
+        ("timer", 0.3, 201),
+        ("timer", 2.0, 500),
+        ("timer", 0.5, None),
+    ]
+    assert {p["tags"]["status"] for p in each[:2]} == {"succeeded"} and each[2]["tags"]["status"] == "failed"
+    # The totals at INFO: a timer and a counter per kind and outcome.
+    assert {level for level, _ in totals} == {logging.INFO}
+    points = {(p["type"], p["tags"]["endpoint"], p["tags"]["status"]): p for _, p in totals}
+    assert len(totals) == 6 and len(points) == 6
+    timer = points[("timer", "job", "succeeded")]
+    assert timer["metric"] == "http_request_duration" and timer["tags"]["stream"] == "talonic"
+    assert timer["value"] == 0.423457 and timer["tags"]["requests"] == 2
+    assert timer["tags"]["mean_seconds"] == 0.211728 and timer["tags"]["max_seconds"] == 0.3
+    assert points[("timer", "job", "failed")]["tags"]["max_seconds"] == 2.0
+    counts = {key[1:]: p["value"] for key, p in points.items() if key[0] == "counter"}
+    assert counts == {("job", "succeeded"): 2, ("job", "failed"): 1, ("listing", "failed"): 1}
+    assert points[("counter", "job", "failed")]["metric"] == "http_request_count"
+
+
+def test_request_metrics_are_reported_at_most_once_a_minute(caplog, monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(client_module, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    stats = client_module.RequestStats("talonic")
+    with caplog.at_level(logging.INFO, logger="singer_sdk.metrics"):
+        stats.add("job", 0.1, 200)
+        now[0] += 59.9
+        stats.add("job", 0.1, 200)
+        assert caplog.records == []
+        now[0] += 0.1
+        stats.add("job", 0.1, 200)
+        assert [r.args[0].value for r in caplog.records] == [0.3, 3]

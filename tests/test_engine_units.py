@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from tap_jobresults import guard
-from tap_jobresults.engine import ByteBudget, Engine, describe
+from tap_jobresults.engine import ByteBudget, Engine, JobUnit, describe
 from tap_jobresults.errors import ApiError, JobFailed, MalformedPayload
 
 
@@ -203,3 +203,16 @@ def test_a_state_follows_every_job_while_small_then_once_records_outweigh_it(mon
     monkeypatch.setattr(engine, "write_state", lambda: calls.append(1))
     engine.maybe_write_state()
     assert calls == ([1] if written else [])
+
+
+def test_a_failed_job_holds_no_result_objects():
+    """BATCH output asks each job for result records kept as objects: a failed job has none (no output)."""
+    stream, child = object(), object()
+    runner = types.SimpleNamespace(stream=stream)
+    failed = JobUnit(runner, bookmark=None, ref=None, error="job 1: boom")
+    assert failed.objects_of_any() is False and failed.objects(child) == [] and failed.size == 0
+    output = types.SimpleNamespace(objects=[(stream, {"id": 1})], size=10)
+    only_the_job = JobUnit(runner, bookmark=None, ref=None, output=output)
+    assert only_the_job.objects_of_any() is False and only_the_job.size == 10
+    output.objects.append((child, {"row": 1}))
+    assert only_the_job.objects_of_any() is True and only_the_job.objects(child) == [{"row": 1}]

@@ -629,7 +629,25 @@ def test_403_on_every_job_stops_the_source(apis):
     assert run.returncode == 1
     assert "requests in a row were refused: stopping talonic" in run.stderr, run.stderr[-2000:]
     fetched = [r for r in apis.talonic.request_log if r["path"] != "/v1/jobs"]
-    assert len(fetched) <= 4, len(fetched)
+    assert len(fetched) == 3, fetched  # docs/operations.md: three refusals in a row stop the source
+
+
+def test_refusals_with_other_outcomes_between_them_do_not_stop_the_source(apis):
+    """Only refusals *in a row* stop a source: a job synced, or failed another way, starts the count again."""
+    jobs = [apis.talonic.add_job(rows=1) for _ in range(8)]
+    config = {**_talonic_direct(apis), "max_concurrent_requests": 1}
+    run_tap(config, check=True, timeout=120)  # the order the jobs are fetched in, one at a time
+    order = [r["path"].split("/")[3] for r in apis.talonic.request_log if r["path"].startswith("/v1/jobs/")]
+    assert sorted(order) == sorted(jobs), order
+    # refused, refused, synced, refused, refused, failed with 500, refused, refused: never three in a row
+    refused, broken = [order[0], order[1], order[3], order[4], order[6], order[7]], order[5]
+    for job in refused:
+        apis.talonic.fail(rf"/v1/jobs/{job}/", status=403, times=None, body={"code": "forbidden", "message": "no"})
+    apis.talonic.fail(rf"/v1/jobs/{broken}/", status=500, times=None)
+    run = run_tap(config, timeout=120)
+    assert run.returncode == 1
+    assert "requests in a row were refused" not in run.stderr, run.stderr[-2000:]
+    assert _rows(run) == set(jobs) - {*refused, broken}
 
 
 # -- IDs stay one path segment ----------------------------------------------------------------------------
@@ -657,6 +675,8 @@ def test_an_id_that_is_not_one_path_segment_reaches_no_other_resource(apis, bad_
     kept = {job_id for job_id, _ in bookmark["pending"] or []} | {job_id for job_id, _ in bookmark["seen"] or []}
     assert bad_id not in kept, bookmark
     assert good in {job_id for job_id, _ in bookmark["seen"] or []}, bookmark
+    [heartbeat] = run.records("sync_runs")
+    assert (heartbeat["jobs_synced"], heartbeat["jobs_failed"], heartbeat["status"]) == (1, 1, "partial"), heartbeat
 
 
 # -- vendor text in logs ----------------------------------------------------------------------------------
