@@ -605,6 +605,15 @@ class SourceRunner:
         names = ", ".join(s.name for s in streams)
         where = source.partition_name(partition)
         logger.info("%s: %s newly selected: reading the jobs already synced for it", where, names)
+
+        def open_backfill() -> tuple[dict, list | None]:
+            state = bookmark.state.get("backfill") or {"streams": sorted(s.name for s in streams), "through": None}
+            bookmark.state["backfill"] = state
+            return state, state.get("through")
+
+        # Open (or resume) before listing: a backfill whose listing fails is still owed, and the
+        # streams it covers are not marked as synced for the jobs already bookmarked.
+        state, through = self.call(open_backfill)
         try:
             refs = source.synced_jobs(partition, bookmark)
         except Exception as exc:
@@ -612,13 +621,6 @@ class SourceRunner:
             message = f"{self._reason(exc, source.list_label(partition))}; backfill of {names} for {where} is retried next run"
             self.post(lambda: self.failures.add(message))
             return not getattr(exc, "source_wide", False)
-
-        def open_backfill() -> tuple[dict, list | None]:
-            state = bookmark.state.get("backfill") or {"streams": sorted(s.name for s in streams), "through": None}
-            bookmark.state["backfill"] = state
-            return state, state.get("through")
-
-        state, through = self.call(open_backfill)
         refs = [ref for ref in refs if through is None or ref.key.as_list() > through]
         for ref in refs:
             if self.stopped.is_set():

@@ -658,6 +658,8 @@ def test_causes_are_found_in_arguments_causes_and_contexts_but_not_forever():
 def test_parse_reset_reads_deltas_epochs_and_milliseconds():
     now = 1_700_000_000.0
     assert client_module.parse_reset("30", now=now) == 30.0
+    assert client_module.parse_reset("999999999", now=now) == 999999999.0  # below 1e9: a delta in seconds
+    assert client_module.parse_reset("1000000000", now=now) == 0.0  # 1e9 and above: epoch seconds (2001)
     assert client_module.parse_reset("-5", now=now) == 0.0
     assert client_module.parse_reset(f"{now - 10:.0f}", now=now) == 0.0
     assert client_module.parse_reset(f"{(now + 90) * 1000:.0f}", now=now) == pytest.approx(90.0)

@@ -226,3 +226,42 @@ def test_every_source_backfills_each_job_once_and_names_the_job_it_could_not_fet
     assert landed == sorted(2 * [str(job) for job in jobs]), landed
     fourth = run_tap(config, catalog=everything, state=third.state, check=True)
     assert not fourth.records(result_stream)
+
+
+@pytest.mark.parametrize("listing", ["answers", "fails once", "rate limited"])
+def test_a_backfill_run_also_syncs_the_jobs_that_are_new(apis, listing):
+    """The run that backfills a newly selected result stream goes on to the usual listing: a job created since
+    the last run lands in it too. A backfill listing that fails is retried next run (its jobs' results are still
+    owed) and the sync goes on; a rate limit far ahead stops the source."""
+    old = [apis.talonic.add_job(rows=1) for _ in range(2)]
+    config = {**apis.config(sources=("talonic",)), "max_retries": 0}
+    first = run_tap(config, catalog=_catalog(config, {"extraction_jobs"}), check=True)
+    new = apis.talonic.add_job(rows=1)
+    everything = _catalog(config, {"extraction_jobs", "extraction_rows"})
+    if listing == "fails once":
+        apis.talonic.fail(r"^/v1/jobs$", kind="status", status=500, times=1)
+    elif listing == "rate limited":
+        apis.talonic.fail(r"^/v1/jobs$", kind="status", status=429, times=1, headers={"Retry-After": "86400"})
+    apis.talonic.request_log.clear()
+    second = run_tap(config, catalog=everything, state=first.state)
+    rows = {r["job_id"] for r in second.records("extraction_rows")}
+    jobs = {r["job_id"] for r in second.records("extraction_jobs")}
+    if listing == "answers":
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert rows == {*old, new} and jobs == {new}
+    elif listing == "fails once":
+        assert second.returncode == 1
+        assert "backfill of extraction_rows for talonic is retried next run" in second.stderr, second.stderr[-2000:]
+        assert rows == {new} and jobs == {new}
+    else:
+        assert second.returncode == 1
+        assert rows == set() and jobs == set()
+        assert "rate limited until" in second.stderr, second.stderr[-2000:]
+        assert [r["path"] for r in apis.talonic.request_log] == ["/v1/jobs"], "the source stops at the rate limit"
+    third = run_tap(config, catalog=everything, state=second.state, check=True)
+    landed = [r["job_id"] for run in (second, third) for r in run.records("extraction_rows")]
+    assert set(landed) == {*old, new} and all(landed.count(job) == 1 for job in old), landed
+    if listing == "answers":
+        assert len(landed) == 3, landed
+    # Otherwise the backfill that was owed runs now, over every job synced so far: the new job's rows, written
+    # in the run before, come again (the loaders upsert them by key). Known, see CHANGELOG.
