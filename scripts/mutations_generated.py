@@ -667,6 +667,18 @@ def run_mutant(
         target = scratch / PACKAGE / mutant.file
         target.write_bytes(apply(mutant, target.read_bytes()))
         code, output, seconds = _pytest(scratch, ["-x", *tests], timeout)
+        if code is None and timeout < 30 + 3 * expected:
+            # Cut short by --cap: either slow tests or a hang (a deadlock hangs every test). The
+            # fastest test alone, with time to spare for itself, tells which.
+            first = durations.get(tests[0], 1.0)
+            alone = min(cap, 30 + 3 * first)
+            code, output, more = _pytest(scratch, ["-x", tests[0]], alone)
+            seconds += more
+            if code is None:
+                return "timeout", seconds, f"{tests[0]} alone hangs ({alone:.0f} s; {first:.1f} s unmutated)"
+            if code in (1, 2):
+                return "killed", seconds, _tail(output)
+            code = None
     if code is None:
         detail = f"timed out after {timeout:.0f} s (the tests take {expected:.0f} s unmutated)"
         if timeout < 30 + 3 * expected:
