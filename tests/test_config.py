@@ -18,6 +18,8 @@ BASE = {"talonic": {"base_url": "http://127.0.0.1:9", "api_key": "tlnc_test_abcd
         ({"talonic": {"base_url": "http://127.0.0.1:9"}}, "api_key"),
         ({**BASE, "bogus_setting": 1}, "bogus_setting"),
         ({"talonic": {**BASE["talonic"], "apikey": "x"}}, "apikey"),
+        ({"clavata": {"api_key": "clv_test_abcdef", "policyid": "p1"}}, "policyid"),
+        ({"cognite": {"base_url": "http://127.0.0.1:9", "projct": "p", "token": "tok-abcdef"}}, "projct"),
         ({"talonic": {"base_url": "http://api.example.com", "api_key": "tlnc_test_abcdef"}}, "talonic.base_url"),
         ({**BASE, "max_concurrent_requests": "eight"}, "max_concurrent_requests"),
         ({**BASE, "max_concurrent_requests": 0}, "max_concurrent_requests"),
