@@ -249,6 +249,7 @@ def test_a_backfill_run_also_syncs_the_jobs_that_are_new(apis, listing):
     if listing == "answers":
         assert second.returncode == 0, second.stderr[-2000:]
         assert rows == {*old, new} and jobs == {new}
+        assert "talonic: backfill of extraction_rows done (2 jobs)" in second.stderr, second.stderr[-2000:]
     elif listing == "fails once":
         assert second.returncode == 1
         assert "backfill of extraction_rows for talonic is retried next run" in second.stderr, second.stderr[-2000:]
