@@ -64,9 +64,10 @@ class ApiError(TapJobResultsError):
 
 
 class AuthError(ApiError):
-    """401/403. Source-wide when the source's own credentials failed (token endpoint, 403 on a
-    listing); otherwise only this request was refused (a wrong job token, a data set without
-    access)."""
+    """401/403. Source-wide when the source's own credentials failed (the token endpoint), or after
+    MAX_REFUSED_IN_A_ROW job requests in a row were refused (engine.py); otherwise only this request
+    was refused (a wrong job token, a data set without access). A refused listing fails that
+    listing only."""
 
     def describe(self) -> str:
         return "authentication failed: " + super().describe()

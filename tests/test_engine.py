@@ -144,13 +144,14 @@ def test_a_body_about_another_job_is_a_failed_fetch_for_every_job_kind(apis):
     run = run_tap(config)
     _no_traceback(run)
     assert run.returncode == 1
-    for label in (
-        f"CDF predict job {predict}",
-        f"CDF pipeline {pid} run {run_id}",
-        f"Clavata job {clav_job}",
-        f"Talonic job {tal_job}",
+    for source, label in (
+        ("cognite", f"CDF predict job {predict}"),
+        ("cognite", f"CDF pipeline {pid} run {run_id}"),
+        ("clavata", f"Clavata job {clav_job}"),
+        ("talonic", f"Talonic job {tal_job} results"),
     ):
-        assert re.search(rf"{label}.*about another job", run.stderr), (label, run.stderr[-3000:])
+        expected = rf"{source}: {re.escape(label)} returned a malformed payload: the body is about another job \("
+        assert re.search(expected, run.stderr), [line for line in run.stderr.splitlines() if label in line]
     assert [r["job_id"] for r in run.records("entity_matching_jobs")] == [other_predict]
     assert [r["run_id"] for r in run.records("pipeline_runs")] == [other_run]
     assert [r["job_uuid"] for r in run.records("clavata_jobs")] == [other_clav]
