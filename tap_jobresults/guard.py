@@ -16,8 +16,10 @@ lines, before the first of them is written. `Output.finish` then checks the whol
   in it is still replaced by the registry check above.
 
 Each replacement or drop is logged once per stream and field, never per record. The checks run
-over the encoded bytes first (a few substring searches per job), and only a job that may hold
-something is decoded again and walked.
+over the encoded bytes first (a few searches per job, in windows of whole lines), and only a job
+that may hold something is decoded again and walked. The key check is exact, not a guess on
+suffixes (a vendor's `policyKey` or `tokenUsage` is not walked): lower-cased, with JSON escapes and
+every byte but `[a-z0-9"]` removed, the encoded bytes show a key as `"` + `key_name(key)` + `"`.
 """
 
 from __future__ import annotations
@@ -76,8 +78,16 @@ CONTENT_FIELDS: dict[str, frozenset[str]] = {
     "clavata_jobs": frozenset({"content_data"}),
     "clavata_reports": frozenset({"content_metadata"}),
 }
-_KEY_ENDINGS = (b'token"', b'key"', b'secret"', b'password"', b'authorization"')
 _SEPARATORS = re.compile(r"[^a-z0-9]")
+# The key pre-filter (`may_hold_credential_key`). In the projection of encoded JSON (lower case, escapes
+# removed, only [a-z0-9"] kept), a key whose `key_name` is a credential name reads '"<name>"'.
+_CREDENTIAL_KEY = re.compile(b'"(?:' + b"|".join(k.encode() for k in sorted(CREDENTIAL_KEYS)) + b')"')
+_NOT_KEY_BYTES = bytes(b for b in range(256) if not (48 <= b <= 57 or 97 <= b <= 122 or b == 34))
+_ESCAPE = re.compile(rb"\\(?:u[0-9a-f]{4}|.)", re.DOTALL)  # each stands for a control character, '"' or '\\'
+_OTHER_ESCAPE = re.compile(rb"\\u(?!00[01])")  # msgspec escapes no other character: another encoder did
+# The only characters outside ASCII whose lower case holds an ASCII letter or digit (tests check it
+# over all of Unicode): KELVIN SIGN (k) and LATIN CAPITAL LETTER I WITH DOT ABOVE (i + a combining dot).
+_FOLDS_TO_ASCII = ("\u212a".encode(), "\u0130".encode())
 
 _WINDOW = 1 << 20
 _encoder = msgspec.json.Encoder(decimal_format="number")
@@ -184,6 +194,29 @@ def _warn(stream: str, fields: t.Iterable[str]) -> None:
         )
 
 
+def windows(buffer: bytes | bytearray) -> t.Iterator[bytes | bytearray]:
+    """`buffer` (Singer lines) in copies of whole lines, about _WINDOW bytes each (a longer line alone):
+    a big job costs no full-size copies, and no key, string or number is cut at a window's edge."""
+    start, size = 0, len(buffer)
+    while start < size:
+        end = buffer.find(b"\n", start + _WINDOW - 1) if start + _WINDOW < size else -1
+        end = size if end < 0 else end + 1
+        yield buffer[start:end]
+        start = end
+
+
+def may_hold_credential_key(encoded: bytes | bytearray) -> bool:
+    """False only when no key in `encoded` (whole lines of JSON) has a `key_name` in CREDENTIAL_KEYS."""
+    if any(char in encoded for char in _FOLDS_TO_ASCII):
+        return True
+    lowered = encoded.lower()
+    if b"\\" in lowered:
+        if _OTHER_ESCAPE.search(lowered):
+            return True
+        lowered = _ESCAPE.sub(b"", lowered)
+    return _CREDENTIAL_KEY.search(lowered.translate(None, _NOT_KEY_BYTES)) is not None
+
+
 class Output:
     """The encoded records of one job, checked as a whole before any of them is written.
 
@@ -219,25 +252,17 @@ class Output:
 
     def finish(self) -> None:
         """Check the job's records as a whole (see the module docstring)."""
-        needles = _secret_needles()
-        longest = max([len(_LONG_NUMBER), *(len(n) for _, n in needles), *(len(e) for e in _KEY_ENDINGS)])
+        secrets = _secret_needles()
+        needles = [needle for _, needle in secrets]
         for buffer, objects in ((self.lines, False), (self._probe, True)):
             long_number = suspect = False
-            view = memoryview(buffer)
-            # In windows (overlapping by the longest needle), so a big job costs no full-size copies.
-            for start in range(0, len(buffer), _WINDOW):
-                window = bytes(view[max(0, start - longest) : start + _WINDOW])
+            for window in windows(buffer):
                 long_number = long_number or _LONG_NUMBER in window.translate(_DIGITS)
-                if not suspect:
-                    lowered = window.lower()
-                    suspect = any(needle in window for _, needle in needles) or any(
-                        end in lowered for end in _KEY_ENDINGS
-                    )
-            view.release()
+                suspect = suspect or any(needle in window for needle in needles) or may_hold_credential_key(window)
             if long_number:
                 self._check_numbers(objects)
             if suspect:
-                self._scrub(objects, tuple(secret for secret, _ in needles))
+                self._scrub(objects, tuple(secret for secret, _ in secrets))
         self._probe = bytearray()
 
     def _records(self, objects: bool) -> t.Iterator[tuple[str, dict]]:

@@ -71,6 +71,7 @@ class TapJobResults(Tap):
         install_scrubbing()
         super().__init__(*args, **kwargs)
         install_scrubbing()  # loggers and handlers created while the SDK set the tap up
+        sdk_hooks.install_state_writer(self)
 
     # -- config -------------------------------------------------------------------------------------
 

@@ -2,8 +2,7 @@
 
 A STATE line reaches the target only after every record before it, so a resume point is never ahead
 of the data; flushing per record (the SDK default) costs a syscall per message in a pipe. STATE
-messages are encoded from their value (the SDK's generic path deep-copies the whole state through
-`dataclasses.asdict` first). Result records, when nothing transforms them (no stream maps, no
+messages are encoded from their value (`state_line`). Result records, when nothing transforms them (no stream maps, no
 flattening, every property selected), are encoded straight from the record dict.
 """
 
@@ -23,6 +22,12 @@ if t.TYPE_CHECKING:
     from singer_sdk.singerlib import Message
 
 _encoder = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
+
+
+def state_line(value: t.Any) -> bytes:
+    """The STATE message of `value`, as the line written (encoded from the value: the SDK's generic
+    path deep-copies the whole state through `dataclasses.asdict` first)."""
+    return _encoder.encode({"type": "STATE", "value": value}) + b"\n"
 
 
 class SingerWriter(MsgSpecWriter):
@@ -49,18 +54,20 @@ class SingerWriter(MsgSpecWriter):
 
     def write_message(self, message: Message) -> None:
         if isinstance(message, StateMessage):
-            _encoder.encode_into({"type": "STATE", "value": message.value}, self._line)
-            self._line.extend(b"\n")
-            self._out += self._line
-            self.last_state_bytes = len(self._line)
-            self.record_bytes_since_state = 0
-            self.flush()
+            self.write_state_line(state_line(message.value))
             return
         line = self.format_message(message)
         self._out += line
         self.record_bytes_since_state += len(line)
         if len(self._out) >= self.BLOCK:
             self._drain()
+
+    def write_state_line(self, line: bytes) -> None:
+        """A STATE message, encoded (`state_line`): out to the reader with everything before it."""
+        self._out += line
+        self.last_state_bytes = len(line)
+        self.record_bytes_since_state = 0
+        self.flush()
 
     def write_lines(self, lines: bytes | bytearray) -> None:
         """Whole Singer lines, encoded elsewhere (the records of one job, see engine.py)."""

@@ -552,6 +552,92 @@ def test_a_clean_job_is_not_decoded_again(monkeypatch) -> None:
     assert calls and set(calls) == {"scrub"}
 
 
+def test_only_two_characters_outside_ascii_lower_to_an_ascii_letter_or_digit() -> None:
+    """The key pre-filter deletes every byte outside [a-z0-9"]; it may only do so because no other
+    character's lower case holds one (key_name lower-cases first): checked over all of Unicode."""
+    folding = [
+        chr(cp)
+        for cp in range(0x80, 0x110000)
+        if not 0xD800 <= cp < 0xE000 and any("a" <= c <= "z" or "0" <= c <= "9" for c in chr(cp).lower())
+    ]
+    assert [char.encode() for char in folding] == sorted(guard._FOLDS_TO_ASCII)
+
+
+NAMES = [*sorted(guard.CREDENTIAL_KEYS), "policykey", "tokenusage", "monkey", "keys", "apikeyid"]
+SEPARATORS = st.text(alphabet=st.sampled_from(["-", "_", " ", ".", '"', "\\", "\n", "\x00", "\u00e9", "/"]), max_size=3)
+
+
+@st.composite
+def spelled_keys(draw: t.Callable) -> str:
+    """A credential-like name as a vendor might spell a key with that key_name: any case, separators
+    anywhere, characters that lower to its letters (KELVIN SIGN for k, I WITH DOT ABOVE for i)."""
+    out = []
+    for char in draw(st.sampled_from(NAMES)):
+        out.append(draw(SEPARATORS))
+        choices = [char, char.upper(), *(["\u212a"] if char == "k" else []), *(["\u0130"] if char == "i" else [])]
+        out.append(draw(st.sampled_from(choices)))
+    out.append(draw(SEPARATORS))
+    return "".join(out)
+
+
+KEYS = st.one_of(st.text(alphabet=st.characters(max_codepoint=0x2FF), max_size=6), spelled_keys())
+KEYED_RECORDS = st.dictionaries(
+    KEYS,
+    st.recursive(
+        st.one_of(st.none(), st.integers(), st.text(max_size=5), st.sampled_from(NAMES)),
+        lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(KEYS, children, max_size=3)),
+        max_leaves=12,
+    ),
+    max_size=4,
+)
+
+
+ENCODERS = {
+    "msgspec": lambda record: guard._encoder.encode({"type": "RECORD", "stream": "s", "record": record}) + b"\n",
+    "json ascii": lambda record: compact({"type": "RECORD", "stream": "s", "record": record}) + b"\n",
+    "json utf-8": lambda record: json.dumps({"record": record}, ensure_ascii=False).encode() + b"\n",
+}
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(KEYED_RECORDS, st.sampled_from(sorted(ENCODERS)))
+def test_the_key_pre_filter_misses_no_key_the_scrub_would_drop(record: dict, encoder: str) -> None:
+    """Clean by the pre-filter implies clean by the walk, however the key is spelled or encoded."""
+    found: set[str] = set()
+    guard.scrub(record, (), "", found)
+    if found:
+        assert guard.may_hold_credential_key(ENCODERS[encoder](record)), record
+
+
+@pytest.mark.parametrize("key", ["policyKey", "tokenUsage", "monkey", "keys", "apiKeyId", "secretary", "TOKENS"])
+def test_vendor_keys_that_only_end_like_a_credential_are_not_suspect(key: str) -> None:
+    """Clavata's report has policyKey (clavataai/gosdk), tokenUsage: such jobs are not decoded again."""
+    for encode in ENCODERS.values():
+        assert not guard.may_hold_credential_key(encode({key: "v", "nested": [{key: {"k": 1}}]}))
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["token", "Job-Token", "job_token_", "X-API-KEY ", "a\nuthorization", "PASS-WORD", "ap\u0130key", "jobto\u212aen"],
+)
+def test_credential_keys_under_any_spelling_are_suspect(key: str) -> None:
+    for encode in ENCODERS.values():
+        assert guard.may_hold_credential_key(encode({"deep": [{key: "v"}]}))
+
+
+def test_windows_are_whole_lines_of_about_a_window_each() -> None:
+    line = b"x" * 1000 + b"\n"
+    buffer = bytearray(line * 3000)  # 3,003,000 bytes
+    parts = list(guard.windows(buffer))
+    assert b"".join(parts) == buffer
+    assert all(part.endswith(b"\n") for part in parts)
+    assert [len(part) for part in parts[:-1]] == [1048 * 1001] * (len(parts) - 1)  # 1 MiB, rounded up to whole lines
+    long_line = b"y" * (3 * WINDOW) + b"\n"
+    assert list(guard.windows(bytearray(line + long_line + line))) == [line + long_line, line]
+    assert list(guard.windows(bytearray())) == []
+    assert list(guard.windows(bytearray(b"no newline"))) == [b"no newline"]
+
+
 def padded_job(needle_text: str, needle_at: int) -> Output:
     """A job over one window long whose second record holds `needle_text` starting at byte `needle_at`."""
     out = Output(line_encoder)

@@ -18,6 +18,7 @@ import pytest
 from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers._state import StateWriter
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.plugin_base import JSONSchemaValidator, PluginBase
@@ -318,6 +319,21 @@ def test_state_writer_writes_the_tap_state_when_it_changed(tap, capsysbinary) ->
     sdk_hooks.write_tap_state(tap)
     (message,) = read(tap, capsysbinary)
     assert message["value"]["bookmarks"]["extraction_jobs"]["job_bookmarks"] == {"all": {"pending": {}}}
+
+
+def test_the_sdk_writes_every_state_through_the_line_comparing_writer(tap, capsysbinary) -> None:
+    """The SDK keeps its StateWriter in `Tap._state_writer` and calls it from streams
+    (`Tap.state_writer`) and from the tap itself: ours replaces it, on the tap's writer."""
+    assert isinstance(tap._state_writer, sdk_hooks.StateLineWriter)
+    assert tap.state_writer is tap._state_writer
+    assert tap._state_writer._message_writer is tap.message_writer
+    assert "_message_writer" in vars(StateWriter(tap.message_writer))
+    # Equal states by value, rebuilt: the second is a duplicate and is not written.
+    tap.state["bookmarks"] = {"a": {"x": [1, 2]}}
+    sdk_hooks.write_tap_state(tap)
+    tap.state["bookmarks"] = {"a": {"x": [1, 2]}}
+    sdk_hooks.write_tap_state(tap)
+    assert [m["value"]["bookmarks"] for m in read(tap, capsysbinary)] == [{"a": {"x": [1, 2]}}]
 
 
 def test_handle_termination_is_the_signal_handler(restore_signals) -> None:
