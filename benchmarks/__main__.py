@@ -127,8 +127,16 @@ def _serve(tmp: str, scenario: str) -> tuple[subprocess.Popen, Path]:
     return server, config_path
 
 
+def compile_the_tap() -> None:
+    """Byte-compile the tap's package, as `pip install` does for an installed tap. An editable install
+    (this checkout) is compiled on every start where PYTHONDONTWRITEBYTECODE is set (this machine sets
+    it): about 70 ms of each run that no user's installed tap spends."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "tap_jobresults")], check=True)
+
+
 def _compare(tmp: str, config_path: Path, floor: str, repeat: int) -> tuple[list, list, str]:
     """Interleaved runs of the floor script and the tap (stdout to /dev/null): (tap, floor, floor's output)."""
+    compile_the_tap()
     floor_script = Path(tmp) / "floor.py"
     floor_script.write_text(floor)
     tap_sh = Path(tmp) / "tap.sh"

@@ -58,7 +58,7 @@ def inspect_wheel(path: Path, problems: list[str]) -> str:
         problems.append(f"{path.name}: publishes a `test` extra (development tools belong in dependency groups)")
     if not metadata.get_all("Project-URL"):
         problems.append(f"{path.name}: no Project-URL")
-    if "tap-jobresults = tap_jobresults.tap:TapJobResults.cli" not in entry_points:
+    if "tap-jobresults = tap_jobresults.cli:main" not in entry_points:
         problems.append(f"{path.name}: no tap-jobresults console script")
     return metadata["Version"]
 

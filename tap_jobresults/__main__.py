@@ -1,3 +1,3 @@
-from tap_jobresults.tap import TapJobResults
+from tap_jobresults.cli import main
 
-TapJobResults.cli()
+main()

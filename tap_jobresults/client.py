@@ -22,6 +22,7 @@ import email.utils
 import errno
 import logging
 import random
+import re
 import socket
 import ssl
 import threading
@@ -705,13 +706,17 @@ def _path_changes(url: str) -> str | None:
         return "its path changes when normalised (a dot segment)"
     for segment in path.split("/"):
         decoded = unquote(unquote(segment))
-        if decoded in (".", "..") or "/" in decoded or "\\" in decoded or _has_control(decoded):
+        if decoded in (".", "..") or "/" in decoded or "\\" in decoded or has_control(decoded):
             return "a path segment is not one plain segment (dot segment, encoded slash or control character)"
     return None
 
 
-def _has_control(text: str) -> bool:
-    return any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in text)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def has_control(text: str) -> bool:
+    """A C0 or C1 control character (or DEL) anywhere in `text`."""
+    return _CONTROL.search(text) is not None
 
 
 def _kind_of(url: str) -> str:

@@ -167,7 +167,7 @@ class Engine:
     def __init__(self, tap: t.Any, failures: Failures, budget: int) -> None:
         self.tap = tap
         self.failures = failures
-        self.queue: queue.Queue[t.Any] = queue.Queue()
+        self.queue: queue.SimpleQueue[t.Any] = queue.SimpleQueue()
         self.budget = ByteBudget(budget)
         release_big_buffers_to_the_system()
         self.done = False
@@ -189,7 +189,7 @@ class Engine:
         each job is handed to the SDK instead of written, and bookmarks move at the end."""
         if not streams:
             return
-        self.queue = queue.Queue()  # this drive's: runners of an earlier one (`--test`) post to theirs
+        self.queue = queue.SimpleQueue()  # this drive's: runners of an earlier one (`--test`) post to theirs
         runners = [SourceRunner(self, stream, yield_records=yield_records) for stream in streams]
         self._state_stream = streams[0]
         for runner in runners:

@@ -89,7 +89,7 @@ def iso(value: t.Any) -> str | None:
             return None
     else:
         raise ValueError(f"not a timestamp: {value!r}")
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"  # strftime's format, at half the cost
 
 
 def _parse_rfc3339_nanos(value: str) -> datetime | None:

@@ -260,20 +260,6 @@ def _types(schema: t.Mapping) -> set[str]:
     return {kind} if isinstance(kind, str) else set(kind)
 
 
-def _scalar_fits(value: t.Any, types: set[str]) -> bool:
-    if value is None:
-        return "null" in types or not types
-    if not types:
-        return True
-    if isinstance(value, bool):
-        return "boolean" in types
-    if isinstance(value, int):
-        return bool(types & {"integer", "number"})
-    if isinstance(value, float):
-        return "number" in types or ("integer" in types and value.is_integer())
-    return isinstance(value, str) and "string" in types
-
-
 def items_of(schema: t.Mapping) -> t.Mapping | None:
     """An array's item schema: `items`, or (top-level columns) `allOf: [{items}]`, which validators honour
     and loaders ignore (target-postgres would make an `items` array a jsonb[] column)."""
@@ -287,71 +273,133 @@ def items_of(schema: t.Mapping) -> t.Mapping | None:
 
 def conforms(value: t.Any, schema: t.Mapping) -> bool:
     """`value` is valid against `schema` (types, properties, items, additionalProperties schemas)."""
-    if "anyOf" in schema and not any(conforms(value, option) for option in schema["anyOf"]):
-        return False
+    return checker(schema)(value)
+
+
+Check = t.Callable[[t.Any], bool]
+Fit = t.Callable[[t.Any], tuple[t.Any, t.Any]]
+
+
+def checker(schema: t.Any) -> Check:
+    """`conforms` for one schema, which is read once: what each node allows is decided here, not
+    again for every value of every record (typed columns check all their nested values)."""
+    if not isinstance(schema, t.Mapping):  # a boolean schema: true allows anything, false nothing
+        return (lambda value: True) if schema is not False else (lambda value: False)
+    options = [checker(option) for option in schema["anyOf"]] if "anyOf" in schema else None
     types = _types(schema)
-    if isinstance(value, dict):
-        if types and "object" not in types:
+    props = {key: checker(sub) for key, sub in (schema.get("properties") or {}).items()}
+    extra = schema.get("additionalProperties", True)
+    other = checker(extra) if isinstance(extra, dict) else None
+    closed = extra is False
+    items = items_of(schema)
+    each = checker(items) if items is not None else None
+    objects, arrays = not types or "object" in types, not types or "array" in types
+    nulls, untyped = "null" in types or not types, not types
+    booleans, integers = "boolean" in types, bool(types & {"integer", "number"})
+    numbers, whole, strings = "number" in types, "integer" in types, "string" in types
+
+    def check(value: t.Any) -> bool:
+        if options is not None and not any(option(value) for option in options):
             return False
-        props = schema.get("properties") or {}
-        extra = schema.get("additionalProperties", True)
-        for key, sub in value.items():
-            rule = props.get(key, extra if isinstance(extra, dict) else None)
-            if rule is None:
-                if extra is False:
-                    return False
-                continue
-            if not conforms(sub, rule):
+        if isinstance(value, dict):
+            if not objects:
                 return False
-        return True
-    if isinstance(value, list):
-        if types and "array" not in types:
-            return False
-        items = items_of(schema)
-        return items is None or all(conforms(item, items) for item in value)
-    return _scalar_fits(value, types)
+            for key, sub in value.items():
+                rule = props.get(key, other)
+                if rule is None:
+                    if closed:
+                        return False
+                    continue
+                if not rule(sub):
+                    return False
+            return True
+        if isinstance(value, list):
+            return arrays and (each is None or all(map(each, value)))
+        if value is None:
+            return nulls
+        if untyped:
+            return True
+        if isinstance(value, bool):
+            return booleans
+        if isinstance(value, int):
+            return integers
+        if isinstance(value, float):
+            return numbers or (whole and value.is_integer())
+        return strings and isinstance(value, str)
+
+    return check
 
 
-def _fit(value: t.Any, schema: t.Mapping, path: Path, decoders: Decoders) -> tuple[t.Any, t.Any]:
-    """(what the column holds, what goes to extra_fields as sent); MISSING for none."""
+def fitter(schema: t.Mapping, decoders: Decoders, path: tuple[str | None, ...] = ()) -> Fit:
+    """The function of a value giving (what the column holds, what goes to extra_fields as sent),
+    MISSING for none, for the column declared by `schema` at `path` (see `typed`)."""
     if path in decoders:
-        try:
-            name = decoders[path](value)
-        except Unfit:
-            return MISSING, value
-        if isinstance(name, Partial):
-            return name.value, name.rest
-        return name, MISSING
+        decode = decoders[path]  # type: ignore[index]
+
+        def fit_decoded(value: t.Any) -> tuple[t.Any, t.Any]:
+            try:
+                name = decode(value)
+            except Unfit:
+                return MISSING, value
+            if isinstance(name, Partial):
+                return name.value, name.rest
+            return name, MISSING
+
+        return fit_decoded
+    check = checker(schema)
+
+    def fit_value(value: t.Any) -> tuple[t.Any, t.Any]:
+        return (value, MISSING) if check(value) else (MISSING, value)
+
     props = schema.get("properties")
     extra = schema.get("additionalProperties")
-    if isinstance(value, dict) and "object" in _types(schema) and (props is not None or isinstance(extra, dict)):
+    if "object" not in _types(schema) or (props is None and not isinstance(extra, dict)):
+        return fit_value
+    fits = {key: fitter(sub, decoders, (*path, key)) for key, sub in (props or {}).items()}
+    other: Fit | None = None
+    if isinstance(extra, dict):
+        depth = len(path)
+        if any(len(p) > depth and p[:depth] == path and p[depth] not in fits for p in decoders):
+            other = None  # a decoder below some undeclared key: built for each key met (see below)
+        else:
+            other = fitter(extra, decoders, (*path, None))  # no decoder path holds None: none applies below
+    by_key = isinstance(extra, dict) and other is None
+
+    def fit_object(value: t.Any) -> tuple[t.Any, t.Any]:
+        if not isinstance(value, dict):
+            return fit_value(value)
         out: dict = {}
         rest: dict = {}
         for key, sub in value.items():
-            rule = (props or {}).get(key, extra if isinstance(extra, dict) else None)
-            if rule is None:
-                rest[key] = sub  # a sub-field the schema does not declare
-                continue
-            fitted, left = _fit(sub, rule, (*path, key), decoders)
+            fit = fits.get(key, other)
+            if fit is None:
+                if not by_key:
+                    rest[key] = sub  # a sub-field the schema does not declare
+                    continue
+                fit = fitter(t.cast("t.Mapping", extra), decoders, (*path, key))
+            fitted, left = fit(sub)
             if fitted is not MISSING:
                 out[key] = fitted
             if left is not MISSING:
                 rest[key] = left
         return out, (rest or MISSING)
-    if conforms(value, schema):
-        return value, MISSING
-    return MISSING, value
+
+    return fit_object
 
 
 def typed(schema: t.Mapping, decoders: Decoders | None = None) -> Converter:
     """A converter for a column declared by `schema` (an object with properties, or an array of
     typed items): see above. `decoders`: sub-paths holding an enum a vendor may send as a number
-    (the column gets the name, `extra_fields` the number as sent)."""
+    (the column gets the name, `extra_fields` the number as sent). The schema is compiled
+    (`fitter`) when the first value is converted, once the streams are set up."""
+    compiled: list[Fit] = []
 
     def convert(value: t.Any) -> t.Any:
         if value is None:
             return None
-        fitted, rest = _fit(value, schema, (), decoders or {})
+        if not compiled:
+            compiled.append(fitter(schema, decoders or {}))
+        fitted, rest = compiled[0](value)
         if fitted is MISSING:
             raise Unfit
         return fitted if rest is MISSING else Partial(fitted, rest)

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from singer_sdk import Stream, Tap
 from singer_sdk.exceptions import ConfigValidationError
 
-from tap_jobresults import sdk_hooks, settings
+from tap_jobresults import cli, sdk_hooks, settings
 from tap_jobresults import state as state_format
 from tap_jobresults.auth import ClientCredentials, StaticBearer
 from tap_jobresults.client import ApiClient
@@ -72,6 +72,7 @@ class TapJobResults(Tap):
         super().__init__(*args, **kwargs)
         install_scrubbing()  # loggers and handlers created while the SDK set the tap up
         sdk_hooks.install_state_writer(self)
+        cli.collect_from_here()
 
     # -- config -------------------------------------------------------------------------------------
 

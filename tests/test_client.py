@@ -801,3 +801,12 @@ def test_request_metrics_are_reported_at_most_once_a_minute(caplog, monkeypatch)
         now[0] += 0.1
         stats.add("job", 0.1, 200)
         assert [r.args[0].value for r in caplog.records] == [0.3, 3]
+
+
+def test_has_control_is_exactly_c0_del_and_c1() -> None:
+    controls = {chr(cp) for cp in range(0x20)} | {chr(cp) for cp in range(0x7F, 0xA0)}
+    for cp in range(0x300):
+        char = chr(cp)
+        assert client_module.has_control(f"job{char}id") is (char in controls), hex(cp)
+    assert client_module.has_control("") is False
+    assert client_module.has_control("\u2028") is False  # a line separator is not a C0/C1 control

@@ -38,6 +38,7 @@ SHAPES = [
     {"anyOf": [{"type": "object", "properties": {"a": {"type": "boolean"}}, "additionalProperties": False}]},
     {},
     {"type": ["string", "null", "object"], "additionalProperties": {"type": "integer"}},
+    {"type": "object", "properties": {"a": True, "b": False}},  # boolean schemas: anything, nothing
 ]
 SUBSCHEMAS = [
     sub
@@ -83,6 +84,7 @@ def test_conforms_agrees_with_jsonschema(schema, value):
 # -- typed nested columns: what a column holds is valid, and nothing sent is lost -----------------------------
 
 from tap_jobresults.records import Partial, Unfit, _types, items_of, typed  # noqa: E402
+from tap_jobresults.sources.clavata import OUTCOME  # noqa: E402
 from tests.test_field_properties import TABLES, _at  # noqa: E402 (a path's value, or a marker for none)
 
 
@@ -106,6 +108,18 @@ TYPED = [
         "shape.closed",
         {"type": ["object", "null"], "properties": {"s": {"type": "string"}}, "additionalProperties": False},
         {},
+    ),
+    (  # an enum read below any key of a map: records.fitter builds that key's fit when it meets it
+        "shape.enum_map",
+        {
+            "type": ["object", "null"],
+            "properties": {"n": {"type": ["string", "null"]}},
+            "additionalProperties": {
+                "type": ["object", "null"],
+                "properties": {"result": {"type": ["string", "null"]}},
+            },
+        },
+        {("zz", "result"): OUTCOME, ("n",): OUTCOME},
     ),
     (
         "shape.any",
@@ -202,3 +216,16 @@ def test_a_typed_column_holds_valid_values_and_extra_fields_the_rest_as_sent(dat
             # what fits its declared place is held by the column, not left to extra_fields
             assert _same(_at(fitted, path), leaf), (name, path, leaf, fitted, rest)
         assert in_rest or _same(_at(fitted, path), leaf), (name, path, leaf, fitted, rest)
+
+
+def test_an_enum_below_a_map_key_is_decoded_under_that_key_only():
+    """Worked by hand: the decoder at ("zz", "result") applies below the key "zz" alone; "q" is another key
+    of the same map, whose result (a number, where the schema declares a string) goes to extra_fields, as does
+    its undeclared x (the map's value schema declares result only)."""
+    (schema, decoders) = next((s, d) for name, s, d in TYPED if name == "shape.enum_map")
+    held = typed(schema, decoders)({"zz": {"result": 2}, "q": {"result": 2, "x": 1}, "n": 1})
+    assert held == Partial(
+        {"zz": {"result": "OUTCOME_TRUE"}, "q": {}, "n": "OUTCOME_FALSE"},
+        {"zz": {"result": 2}, "q": {"result": 2, "x": 1}, "n": 1},
+    )
+    assert typed(schema, decoders)({"zz": {"result": None}}) == {"zz": {"result": None}}  # a null enum is unset

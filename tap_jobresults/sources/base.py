@@ -9,7 +9,7 @@ from urllib.parse import quote, unquote
 
 import msgspec
 
-from tap_jobresults.client import ApiClient
+from tap_jobresults.client import ApiClient, has_control
 from tap_jobresults.errors import MalformedPayload, UnsafeId
 from tap_jobresults.lifecycle import Bookmark, FetchedJob, JobKey, JobRef, Policy, iso
 from tap_jobresults.scrub import escape
@@ -139,7 +139,7 @@ def path_id(job_id: t.Any) -> str:
         not text.strip()
         or decoded.strip() in (".", "..")
         or any(char in decoded for char in "/\\")
-        or any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in decoded)
+        or has_control(decoded)
     ):
         raise UnsafeId(f"the ID {escape(repr(text))[:120]} cannot be one URL path segment; no request is sent for it")
     return quote(text, safe="")

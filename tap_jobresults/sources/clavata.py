@@ -55,6 +55,8 @@ def enum(full_name: str) -> t.Callable[[t.Any], t.Any]:
     names = ENUMS[full_name]
 
     def convert(value: t.Any) -> t.Any:
+        if value is None:  # inside a typed object (a column's own null never reaches a converter): unset
+            return None
         if isinstance(value, int) and not isinstance(value, bool):
             if value in names:
                 return Partial(names[value], value)
