@@ -64,6 +64,17 @@ print(largest)
 """
 
 
+# The same floor with msgspec (the tap's own JSON library) instead of the standard library's json.
+MSGSPEC_FLOOR = (
+    FLOOR.replace("import json, sys,", "import json, msgspec, sys,")
+    .replace('out = open("/dev/null", "w")', 'out = open("/dev/null", "wb")\nencode = msgspec.json.encode')
+    .replace("json.loads(r.content)", "msgspec.json.decode(r.content)")
+    .replace('out.write(json.dumps({"type": "RECORD"', 'out.write(encode({"type": "RECORD"')
+    .replace('"time_extracted": now()}) + "\\n")', '"time_extracted": now()}) + b"\\n")')
+)
+assert MSGSPEC_FLOOR.count("msgspec.json.decode") == 2 and MSGSPEC_FLOOR.count("encode({") == 2
+
+
 SMALL_FLOOR = r"""
 import json, sys, datetime, requests
 from concurrent.futures import ThreadPoolExecutor
@@ -134,18 +145,26 @@ def compile_the_tap() -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "tap_jobresults")], check=True)
 
 
-def _compare(tmp: str, config_path: Path, floor: str, repeat: int) -> tuple[list, list, str]:
-    """Interleaved runs of the floor script and the tap (stdout to /dev/null): (tap, floor, floor's output)."""
+def _compare(tmp: str, config_path: Path, floors: dict[str, str], repeat: int) -> tuple[list, dict, str]:
+    """Interleaved runs of each floor script and the tap (stdout to /dev/null): (tap runs, runs per floor,
+    the first floor's output)."""
     compile_the_tap()
-    floor_script = Path(tmp) / "floor.py"
-    floor_script.write_text(floor)
+    scripts = {}
+    for index, (name, source) in enumerate(floors.items()):
+        scripts[name] = Path(tmp) / f"floor{index}.py"
+        scripts[name].write_text(source)
     tap_sh = Path(tmp) / "tap.sh"
     tap_sh.write_text(f'exec "{TAP}" --config "{config_path}" > /dev/null\n')
-    _run([sys.executable, str(floor_script), str(config_path)])  # warm the server's caches
-    tap_runs, floor_runs, out = [], [], ""
+    first = next(iter(scripts.values()))
+    _run([sys.executable, str(first), str(config_path)])  # warm the server's caches
+    tap_runs: list = []
+    floor_runs: dict[str, list] = {name: [] for name in scripts}
+    out = ""
     for _ in range(repeat):
-        seconds, rss, out = _run([sys.executable, str(floor_script), str(config_path)])
-        floor_runs.append((seconds, rss))
+        for name, script in scripts.items():
+            seconds, rss, printed = _run([sys.executable, str(script), str(config_path)])
+            floor_runs[name].append((seconds, rss))
+            out = out or printed
         seconds, rss, _ = _run(["bash", str(tap_sh)])
         tap_runs.append((seconds, rss))
     return tap_runs, floor_runs, out
@@ -155,26 +174,28 @@ def large(repeat: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server, config_path = _serve(tmp, "bench")
         try:
-            tap_runs, floor_runs, out = _compare(tmp, config_path, FLOOR, repeat)
+            floors = {"floor (requests+json)": FLOOR, "floor (requests+msgspec)": MSGSPEC_FLOOR}
+            tap_runs, floor_runs, out = _compare(tmp, config_path, floors, repeat)
             largest = int(out.strip() or 0)
         finally:
             server.terminate()
             server.wait(timeout=30)
 
     records = 100_000 + 50_000
-    tap_s = statistics.median(s for s, _ in tap_runs)
-    floor_s = statistics.median(s for s, _ in floor_runs)
-    tap_rss = max(r for _, r in tap_runs)
-    floor_rss = max(r for _, r in floor_runs)
     mib = 1024 * 1024
+    tap_s = statistics.median(s for s, _ in tap_runs)
+    tap_rss = max(r for _, r in tap_runs)
     print("== large jobs: one CDF predict job of 100,000 items, one Talonic job of 50,000 rows")
-    print(
-        f"floor (requests+json)     {records / floor_s:>10,.0f} rec/s   {floor_s:6.2f} s   peak RSS {floor_rss / mib:6.0f} MiB"
-    )
+    for name, runs in floor_runs.items():
+        floor_s = statistics.median(s for s, _ in runs)
+        floor_rss = max(r for _, r in runs)
+        print(f"{name:<26}{records / floor_s:>10,.0f} rec/s   {floor_s:6.2f} s   peak RSS {floor_rss / mib:6.0f} MiB")
     print(
         f"tap-jobresults            {records / tap_s:>10,.0f} rec/s   {tap_s:6.2f} s   peak RSS {tap_rss / mib:6.0f} MiB"
     )
-    print(f"ratio tap/floor           {floor_s / tap_s:>10.2f}x  (target >= 0.8)")
+    json_s, msgspec_s = (statistics.median(s for s, _ in runs) for runs in floor_runs.values())
+    print(f"ratio tap/json floor      {json_s / tap_s:>10.2f}x  (target >= 0.8)")
+    print(f"ratio tap/msgspec floor   {msgspec_s / tap_s:>10.2f}x  (target >= 1.0)")
     print(f"largest response body     {largest / mib:>10.1f} MiB")
     print(f"tap peak RSS / largest    {tap_rss / largest:>10.2f}x  (target <= 3)")
     print(f"runs: {repeat} of each, medians; tap times include interpreter start-up")
@@ -184,13 +205,13 @@ def small(repeat: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server, config_path = _serve(tmp, "small")
         try:
-            tap_runs, floor_runs, out = _compare(tmp, config_path, SMALL_FLOOR, repeat)
+            tap_runs, floor_runs, out = _compare(tmp, config_path, {"script": SMALL_FLOOR}, repeat)
             jobs = int(out.strip() or 0)
         finally:
             server.terminate()
             server.wait(timeout=30)
     tap_s = statistics.median(s for s, _ in tap_runs)
-    floor_s = statistics.median(s for s, _ in floor_runs)
+    floor_s = statistics.median(s for s, _ in floor_runs["script"])
     print(f"== many small jobs: {jobs:,} finished Clavata jobs of 1-3 reports, 8 requests in flight")
     print(f"hand-written script       {jobs / floor_s:>10,.0f} jobs/s  {floor_s:6.2f} s  (requests + json, 8 threads)")
     print(f"tap-jobresults            {jobs / tap_s:>10,.0f} jobs/s  {tap_s:6.2f} s")

@@ -82,7 +82,9 @@ _SEPARATORS = re.compile(r"[^a-z0-9]")
 # The key pre-filter (`may_hold_credential_key`). In the projection of encoded JSON (lower case, escapes
 # removed, only [a-z0-9"] kept), a key whose `key_name` is a credential name reads '"<name>"'.
 _CREDENTIAL_KEY = re.compile(b'"(?:' + b"|".join(k.encode() for k in sorted(CREDENTIAL_KEYS)) + b')"')
-_NOT_KEY_BYTES = bytes(b for b in range(256) if not (48 <= b <= 57 or 97 <= b <= 122 or b == 34))
+_CREDENTIAL_ENDINGS = (b'token"', b'key"', b'secret"', b'password"', b'authorization"')  # of every name above
+_NOT_KEY_BYTES = bytes(b for b in range(256) if not (48 <= b <= 57 or 65 <= b <= 90 or 97 <= b <= 122 or b == 34))
+_LOWER = bytes(b + 32 if 65 <= b <= 90 else b for b in range(256))
 _ESCAPE = re.compile(rb"\\(?:u[0-9a-f]{4}|.)", re.DOTALL)  # each stands for a control character, '"' or '\\'
 _OTHER_ESCAPE = re.compile(rb"\\u(?!00[01])")  # msgspec escapes no other character: another encoder did
 # The only characters outside ASCII whose lower case holds an ASCII letter or digit (tests check it
@@ -207,14 +209,17 @@ def windows(buffer: bytes | bytearray) -> t.Iterator[bytes | bytearray]:
 
 def may_hold_credential_key(encoded: bytes | bytearray) -> bool:
     """False only when no key in `encoded` (whole lines of JSON) has a `key_name` in CREDENTIAL_KEYS."""
-    if any(char in encoded for char in _FOLDS_TO_ASCII):
+    if not encoded.isascii() and any(char in encoded for char in _FOLDS_TO_ASCII):
         return True
-    lowered = encoded.lower()
-    if b"\\" in lowered:
+    if b"\\" in encoded:
+        lowered = encoded.lower()
         if _OTHER_ESCAPE.search(lowered):
             return True
-        lowered = _ESCAPE.sub(b"", lowered)
-    return _CREDENTIAL_KEY.search(lowered.translate(None, _NOT_KEY_BYTES)) is not None
+        projection = _ESCAPE.sub(b"", lowered).translate(None, _NOT_KEY_BYTES)
+    else:
+        projection = encoded.translate(_LOWER, _NOT_KEY_BYTES)  # one pass: deleted, then lower-cased
+    # A few substring searches settle most jobs; the exact names only where one of their endings shows.
+    return any(end in projection for end in _CREDENTIAL_ENDINGS) and _CREDENTIAL_KEY.search(projection) is not None
 
 
 class Output:
