@@ -211,6 +211,7 @@ def may_hold_credential_key(encoded: bytes | bytearray) -> bool:
     """False only when no key in `encoded` (whole lines of JSON) has a `key_name` in CREDENTIAL_KEYS."""
     if not encoded.isascii() and any(char in encoded for char in _FOLDS_TO_ASCII):
         return True
+    projection: bytes | bytearray
     if b"\\" in encoded:
         lowered = encoded.lower()
         if _OTHER_ESCAPE.search(lowered):
