@@ -7,6 +7,7 @@ on a tap built from a config (no request is made), and read the Singer messages 
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import signal
@@ -24,7 +25,7 @@ from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.plugin_base import JSONSchemaValidator, PluginBase
 from singer_sdk.singerlib import RecordMessage, StateMessage
 
-from tap_jobresults import sdk_hooks
+from tap_jobresults import cli, sdk_hooks
 from tap_jobresults.streams import JobStream, ResultStream, SyncRunsStream, _JobResultsStream
 from tap_jobresults.tap import TapJobResults
 from tap_jobresults.writer import SingerWriter
@@ -380,3 +381,24 @@ def test_result_streams_keep_one_state_entry(tap) -> None:
     stream = tap.streams["extraction_rows"]
     assert stream.state_partitioning_keys == []
     assert stream.get_context_state({"job": "Talonic job 1"}) is stream.get_context_state({"job": "Talonic job 2"})
+
+
+def test_the_command_turns_the_collector_back_on_once_the_tap_is_set_up(restore_signals) -> None:
+    """`tap-jobresults` (cli.main) starts with the garbage collector off; constructing the tap turns it on,
+    with the start-up's objects frozen. A tap built in-process by other code leaves the collector alone."""
+    frozen = gc.get_freeze_count()
+    try:
+        cli._starting = True
+        gc.disable()
+        make_tap()
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > frozen
+        assert cli._starting is False
+        gc.unfreeze()
+        gc.disable()
+        make_tap()  # not started by the command: nothing changes
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        cli._starting = False
+        gc.unfreeze()
+        gc.enable()
