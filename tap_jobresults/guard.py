@@ -201,7 +201,7 @@ def windows(buffer: bytes | bytearray) -> t.Iterator[bytes | bytearray]:
     a big job costs no full-size copies, and no key, string or number is cut at a window's edge."""
     start, size = 0, len(buffer)
     while start < size:
-        end = buffer.find(b"\n", start + _WINDOW - 1) if start + _WINDOW < size else -1
+        end = buffer.find(b"\n", start + _WINDOW - 1)  # the line holding the window's last byte ends it
         end = size if end < 0 else end + 1
         yield buffer[start:end]
         start = end

@@ -611,9 +611,13 @@ def test_the_key_pre_filter_misses_no_key_the_scrub_would_drop(record: dict, enc
 
 @pytest.mark.parametrize("key", ["policyKey", "tokenUsage", "monkey", "keys", "apiKeyId", "secretary", "TOKENS"])
 def test_vendor_keys_that_only_end_like_a_credential_are_not_suspect(key: str) -> None:
-    """Clavata's report has policyKey (clavataai/gosdk), tokenUsage: such jobs are not decoded again."""
-    for encode in ENCODERS.values():
+    """Clavata's report has policyKey (clavataai/gosdk), tokenUsage: such jobs are not decoded again, whatever
+    else they hold (text outside ASCII, escapes; an encoder that escapes every non-ASCII character as \\uXXXX
+    is judged conservatively, msgspec's output and UTF-8 JSON exactly)."""
+    for name, encode in ENCODERS.items():
         assert not guard.may_hold_credential_key(encode({key: "v", "nested": [{key: {"k": 1}}]}))
+        if name != "json ascii":
+            assert not guard.may_hold_credential_key(encode({key: 'Zoë été \\ "q"\n\x01', "größe": 1}))
 
 
 @pytest.mark.parametrize(
@@ -632,6 +636,8 @@ def test_windows_are_whole_lines_of_about_a_window_each() -> None:
     assert b"".join(parts) == buffer
     assert all(part.endswith(b"\n") for part in parts)
     assert [len(part) for part in parts[:-1]] == [1048 * 1001] * (len(parts) - 1)  # 1 MiB, rounded up to whole lines
+    exact = b"y" * 1023 + b"\n"  # 1,024 of these fill a window exactly: its last byte is a line's end
+    assert [len(part) for part in guard.windows(bytearray(exact * 2049))] == [WINDOW, WINDOW, 1024]
     long_line = b"y" * (3 * WINDOW) + b"\n"
     assert list(guard.windows(bytearray(line + long_line + line))) == [line + long_line, line]
     assert list(guard.windows(bytearray())) == []
