@@ -83,7 +83,7 @@ def test_conforms_agrees_with_jsonschema(schema, value):
 
 # -- typed nested columns: what a column holds is valid, and nothing sent is lost -----------------------------
 
-from tap_jobresults.records import Partial, Unfit, _types, items_of, typed  # noqa: E402
+from tap_jobresults.records import Partial, Unfit, _types, build, col, items_of, to_obj, typed  # noqa: E402
 from tap_jobresults.sources.clavata import OUTCOME  # noqa: E402
 from tests.test_field_properties import TABLES, _at  # noqa: E402 (a path's value, or a marker for none)
 
@@ -229,3 +229,18 @@ def test_an_enum_below_a_map_key_is_decoded_under_that_key_only():
         {"zz": {"result": 2}, "q": {"result": 2, "x": 1}, "n": 1},
     )
     assert typed(schema, decoders)({"zz": {"result": None}}) == {"zz": {"result": None}}  # a null enum is unset
+
+
+def test_boolean_schemas_allow_anything_or_nothing():
+    """JSON Schema's `true` and `false` as sub-schemas (worked by hand, not by the oracle)."""
+    shape = {"type": "object", "properties": {"a": True, "b": False}}
+    assert conforms({"a": [1, {"x": None}]}, shape)
+    assert not conforms({"b": None}, shape)
+    assert conforms({"c": "other keys are open"}, shape)
+
+
+def test_an_object_column_sent_something_else_keeps_it_in_extra_fields():
+    """`to_obj`: CDF's source/target and Talonic's values are objects; anything else stays as sent."""
+    cols = [col("source", "source", convert=to_obj)]
+    assert build({"source": "not an object"}, cols) == {"source": None, "extra_fields": {"source": "not an object"}}
+    assert build({"source": {"id": 1}}, cols) == {"source": {"id": 1}, "extra_fields": None}
