@@ -238,8 +238,8 @@ MUTATIONS: list[Mutation] = [
     # -- HTTP: hostile servers, retries, credentials -------------------------------------------------
     m(
         "client.py",
-        "allow_redirects=False,",
-        "allow_redirects=True,",
+        "response = self._adapter.send(",
+        "response = self.session.send(",  # Session.send follows redirects unless told not to
         (H, "-k", "redirect_to_another_host and 302"),
         "redirects are not followed: credentials stay on the configured host",
     ),

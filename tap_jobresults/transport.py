@@ -1,4 +1,4 @@
-"""The transport under the API client: a deadline per response, and no credential from ~/.netrc.
+"""The transport under the API client: a deadline per response.
 
 requests' read timeout bounds one socket read: a server that sends a byte every few seconds, or
 headers that never end, keeps a request alive forever. Every response here must be complete
@@ -8,7 +8,7 @@ stream); the reading thread then sees the connection end and reports a timeout.
 
     timer = Deadline(read_timeout, connect_timeout)
     with armed(timer):                    # the connection classes arm it when the request is sent
-        response = session.request(...)   # on a session with Adapter() mounted
+        response = adapter.send(...)      # Adapter(), as ApiClient._send does
     ... read the body, checking timer.overdue() ...
     WATCHDOG.disarm(timer)
 """
@@ -23,7 +23,6 @@ import threading
 import time
 import typing as t
 
-import requests
 import urllib3.connection
 import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
@@ -147,17 +146,6 @@ class Adapter(HTTPAdapter):
         if not proxy.lower().startswith("socks"):  # SOCKS pools have their own connection classes
             manager.pool_classes_by_scheme = _POOLS
         return manager
-
-
-class NoNetrc(requests.auth.AuthBase):
-    """An explicit (empty) auth: without one, requests looks up ~/.netrc for the host and puts
-    what it finds in the Authorization header, over the configured credential."""
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        return request
-
-
-NO_NETRC = NoNetrc()
 
 
 class Overdue(Exception):

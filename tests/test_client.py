@@ -20,6 +20,8 @@ import msgspec
 import pytest
 import requests
 import urllib3.exceptions
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tap_jobresults import auth as auth_module
 from tap_jobresults import client as client_module
@@ -546,14 +548,14 @@ def test_running_out_of_memory_names_what_was_being_done(server, monkeypatch):
         "talonic: job a failed: ran out of memory decoding the 0 MiB response; lower max_concurrent_requests "
         "or max_response_mb (now 2 MiB), or give the tap more memory"
     )
-    monkeypatch.setattr(client.session, "request", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+    monkeypatch.setattr(client._adapter, "send", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
     reading = _failure(lambda: client.get_json("/v1/a", "job a"))
     assert str(reading).startswith("talonic: job a failed: ran out of memory reading the response; ")
 
 
 def test_a_bug_below_the_client_is_raised_as_itself(server, monkeypatch):
     client = _client(server)
-    monkeypatch.setattr(client.session, "request", lambda *a, **k: {}["no such key"])
+    monkeypatch.setattr(client._adapter, "send", lambda *a, **k: {}["no such key"])
     with pytest.raises(KeyError):
         client.get_json("/v1/a", "job a")
 
@@ -810,3 +812,51 @@ def test_has_control_is_exactly_c0_del_and_c1() -> None:
         assert client_module.has_control(f"job{char}id") is (char in controls), hex(cp)
     assert client_module.has_control("") is False
     assert client_module.has_control("\u2028") is False  # a line separator is not a C0/C1 control
+
+
+# -- the lean send: what requests' Session would have sent, minus cookies and ~/.netrc ---------------------
+
+_segment = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+_value = st.one_of(_segment, st.integers(), st.lists(_segment, max_size=3))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.lists(_segment, max_size=4).map(lambda parts: "/" + "/".join(parts)),
+    params=st.none() | st.dictionaries(_segment, _value, max_size=4),
+    form=st.none() | st.dictionaries(_segment, _segment, max_size=3),
+    headers=st.dictionaries(
+        st.sampled_from(["Authorization", "Accept", "X-Api-Key", "api-key"]),
+        _segment.map(lambda v: "".join(c for c in v if " " <= c <= "~")),
+        max_size=3,
+    ),
+)
+def test_a_prepared_request_is_the_one_requests_would_send(path, params, form, headers) -> None:
+    client = ApiClient("talonic", "http://127.0.0.1:9/base", setting="talonic.base_url")
+    url = client.base_url + path
+    try:
+        ours = client._prepare(url, params, form, headers)
+    except Exception as exc:  # requests refuses the same URLs the same way
+        with pytest.raises(type(exc)):
+            _as_requests_would(client, url, params, form, headers)
+        return
+    theirs = _as_requests_would(client, url, params, form, headers)
+    assert (ours.method, ours.url, ours.body) == (theirs.method, theirs.url, theirs.body)
+    assert dict(ours.headers) == dict(theirs.headers)
+
+
+def _as_requests_would(client: ApiClient, url: str, params: t.Any, form: t.Any, headers: dict) -> t.Any:
+    session = client.session
+    request = requests.Request("POST" if form is not None else "GET", url, params=params, data=form, headers=headers)
+    return session.prepare_request(request)
+
+
+def test_the_session_hooks_see_every_response_and_no_cookie_is_kept(server) -> None:
+    server.on(r"/", Script((200, {"x": 1}, {"Set-Cookie": "sid=abc; Path=/"}), (200, {"x": 2}, None)))
+    client = _client(server)
+    seen: list[int] = []
+    client.session.hooks["response"].append(lambda response, **kw: seen.append(response.status_code))
+    assert client.get_json("/v1/a", "job a") == {"x": 1}
+    assert client.get_json("/v1/b", "job b") == {"x": 2}
+    assert seen == [200, 200]
+    assert [("cookie" in {k.lower() for k in request.headers}) for request in server.requests] == [False, False]

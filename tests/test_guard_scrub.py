@@ -1743,8 +1743,3 @@ def test_the_adapter_uses_connections_that_arm_the_deadline() -> None:
     assert manager is not None and manager.pool_classes_by_scheme is transport._POOLS
     assert adapter.proxy_manager_for("http://proxy.invalid:3128") is manager
     adapter.close()
-
-
-def test_no_netrc_leaves_the_request_as_it_is() -> None:
-    request = object()
-    assert transport.NO_NETRC(request) is request
