@@ -723,6 +723,8 @@ def _path_changes(url: str) -> str | None:
 
     urllib3 removes dot segments ('/jobs/../results' is sent as '/results'), and servers and
     proxies may decode '%2e' or '%2f' before routing: a path with such a segment is never sent."""
+    if _PLAIN_URL.fullmatch(url):  # nothing to normalise or decode: every job fetch of a plain ID
+        return None
     try:
         path = urlsplit(url).path
         normalised = urllib3.util.parse_url(url).path or ""
@@ -737,6 +739,11 @@ def _path_changes(url: str) -> str | None:
     return None
 
 
+# A URL that no normalisation changes: a plain host, and segments of characters urllib3 sends as they
+# are, none starting with a dot (so no dot segment) and none percent-encoded.
+_SEGMENT_CHARS = r"A-Za-z0-9_~!$&'()*+,;=:@\-"
+_PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_PLAIN_URL = re.compile(rf"https?://[A-Za-z0-9.-]+(?::{_PORT})?(?:/[{_SEGMENT_CHARS}][{_SEGMENT_CHARS}.]*)*/?")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 

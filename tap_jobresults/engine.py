@@ -543,7 +543,8 @@ class SourceRunner:
             finally:
                 with self._idle:
                     self._outstanding -= 1
-                    self._idle.notify_all()
+                    if not self._outstanding:  # what _wait_idle waits for
+                        self._idle.notify_all()
 
     def _fetch(
         self,

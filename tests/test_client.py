@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import socket
 import threading
 import time
@@ -860,3 +861,52 @@ def test_the_session_hooks_see_every_response_and_no_cookie_is_kept(server) -> N
     assert client.get_json("/v1/b", "job b") == {"x": 2}
     assert seen == [200, 200]
     assert [("cookie" in {k.lower() for k in request.headers}) for request in server.requests] == [False, False]
+
+
+_url_chars = st.sampled_from([*"aZ09._~-!$&'()*+,;=:@/%\\?#[] \x00\x85é", "%2e", "%2E", "%2f", "..", "/./", "/../"])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    host=st.sampled_from(
+        [
+            "127.0.0.1:8080",
+            "api.example.com",
+            "a.b",
+            "[::1]:80",
+            "user@host",
+            "HOST",
+            "h:99999",
+            "h:65535",
+            "h:65536",
+            "h:0",
+        ]
+    ),
+    scheme=st.sampled_from(["http", "https", "HTTP", "ftp"]),
+    path=st.lists(_url_chars, max_size=20).map("".join),
+)
+def test_the_plain_url_shortcut_agrees_with_the_full_check(host, scheme, path) -> None:
+    url = f"{scheme}://{host}/{path}"
+    if client_module._PLAIN_URL.fullmatch(url):
+        # The shortcut only answers "nothing changes": the full check must find nothing either.
+        assert _path_changes_in_full(url) is None, url
+
+
+def _path_changes_in_full(url: str) -> str | None:
+    original = client_module._PLAIN_URL
+    client_module._PLAIN_URL = re.compile(r"(?!)")  # matches nothing: the full check runs
+    try:
+        return client_module._path_changes(url)
+    finally:
+        client_module._PLAIN_URL = original
+
+
+def test_the_plain_url_shortcut_takes_the_urls_of_job_fetches() -> None:
+    plain = [
+        "http://127.0.0.1:8080/v1/jobs/3f2b9c1e-aaaa-bbbb-cccc-0123456789ab",
+        "https://api.cognitedata.com/api/v1/projects/my-project/context/entitymatching/jobs/123",
+        "https://api.talonic.com/v1/jobs/job_abc.1/results",
+    ]
+    assert all(client_module._PLAIN_URL.fullmatch(url) for url in plain)
+    for url in ("http://h/v1/.x", "http://h/v1/%2e", "http://h/v1/a?b", "http://[::1]/a", "http://h/a b"):
+        assert client_module._PLAIN_URL.fullmatch(url) is None, url
