@@ -296,6 +296,7 @@ class JobUnit:
         for stream in output.counts:
             sdk_hooks.write_schema(stream)
         sdk_hooks.write_lines(self.stream, output.lines)
+        output.close()
         for stream, count in output.counts.items():
             sdk_hooks.count_records(stream, count)
             run.records(stream.name, count)

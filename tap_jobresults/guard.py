@@ -25,8 +25,10 @@ every byte but `[a-z0-9"]` removed, the encoded bytes show a key as `"` + `key_n
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+import tempfile
 import threading
 import typing as t
 from datetime import datetime, timezone
@@ -223,20 +225,102 @@ def may_hold_credential_key(encoded: bytes | bytearray) -> bool:
     return any(end in projection for end in _CREDENTIAL_ENDINGS) and _CREDENTIAL_KEY.search(projection) is not None
 
 
+class Lines:
+    """Whole Singer lines of one job: in memory up to SPILL bytes at a time, the rest in an anonymous
+    temporary file. A job of a million records is held until it is checked as a whole (Output), and
+    then written; in memory it would sit beside the response body it was built from, doubling the
+    job's footprint. Each block that leaves memory is handed to `on_spill` first (the checks)."""
+
+    SPILL = 8 << 20
+    READ = 1 << 20
+
+    def __init__(self, on_spill: t.Callable[[bytearray], None] | None = None) -> None:
+        self.tail = bytearray()
+        self.spilled = 0
+        self._file: t.Any = None
+        self._on_spill = on_spill
+
+    def __iadd__(self, data: bytes | bytearray) -> Lines:
+        self.tail += data
+        if len(self.tail) >= self.SPILL:
+            self._spill()
+        return self
+
+    def _spill(self) -> None:
+        if self._on_spill is not None:
+            self._on_spill(self.tail)
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="tap-jobresults-")
+        self._file.write(self.tail)
+        self.spilled += len(self.tail)
+        self.tail = bytearray()
+
+    def __len__(self) -> int:
+        return self.spilled + len(self.tail)
+
+    @property
+    def in_memory(self) -> int:
+        return len(self.tail)
+
+    def spilled_blocks(self) -> t.Iterator[bytes]:
+        """What went to the file, in blocks of whole lines (for the checks)."""
+        if not self.spilled:
+            return
+        if self._file is None:
+            raise ValueError("the records of this job were closed")
+        self._file.flush()
+        fd, offset, carry = self._file.fileno(), 0, b""
+        while offset < self.spilled:
+            block = os.pread(fd, min(self.READ, self.spilled - offset), offset)
+            if not block:
+                raise OSError(f"the temporary file of a job's records ended at {offset} of {self.spilled} bytes")
+            offset += len(block)
+            block = carry + block
+            cut = block.rfind(b"\n") + 1
+            if cut:
+                yield block[:cut]
+            carry = block[cut:]
+        if carry:
+            yield carry
+
+    def blocks(self) -> t.Iterator[bytes | bytearray]:
+        """Everything, in order, in blocks (the last one is the in-memory tail)."""
+        yield from self.spilled_blocks()
+        if self.tail:
+            yield self.tail
+
+    def lines(self) -> t.Iterator[bytes]:
+        for block in self.blocks():
+            yield from bytes(block).splitlines()
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.blocks())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class Output:
     """The encoded records of one job, checked as a whole before any of them is written.
 
     `encode(stream, record)` returns the record's Singer lines (the stream's own record path:
     untransformed records encoded directly, others through the SDK's stream maps), or None to keep
-    the record as an object (BATCH output, `--test`: the SDK writes those).
+    the record as an object (BATCH output, `--test`: the SDK writes those). The lines are held in a
+    `Lines` spool; blocks that leave memory are checked on their way out with the secrets known
+    then, and checked again at `finish` if a secret was registered since.
     """
 
     def __init__(self, encode: t.Callable[[t.Any, dict], bytes | None]) -> None:
         self._encode = encode
-        self.lines = bytearray()
+        self.lines = Lines(self._check_spilled)
         self.objects: list[tuple[t.Any, dict]] = []
         self.counts: dict[t.Any, int] = {}
         self._probe = bytearray()  # objects' records encoded, only to check them
+        self._spilled_found = [False, False]  # long number, suspect: in what was spilled
+        self._spilled_needles: tuple[bytes, ...] | None = None  # the secrets it was checked for
+        self._recheck = False  # a secret came between two spills: all is checked again at finish
 
     def add(self, stream: t.Any, record: dict) -> None:
         encoded = self._encode(stream, record)
@@ -254,29 +338,49 @@ class Output:
 
     @property
     def size(self) -> int:
-        return len(self.lines) + 4 * len(self._probe)
+        """Bytes held in memory until the writer has written them."""
+        return self.lines.in_memory + 4 * len(self._probe)
+
+    def _check_spilled(self, block: bytearray) -> None:
+        if self._recheck:
+            return
+        needles = tuple(needle for _, needle in _secret_needles())
+        if self._spilled_needles is None:
+            self._spilled_needles = needles
+        elif needles != self._spilled_needles:
+            self._recheck = True
+            return
+        long_number, suspect = _scan(block, needles)
+        self._spilled_found[0] |= long_number
+        self._spilled_found[1] |= suspect
 
     def finish(self) -> None:
         """Check the job's records as a whole (see the module docstring)."""
         secrets = _secret_needles()
-        needles = [needle for _, needle in secrets]
-        for buffer, objects in ((self.lines, False), (self._probe, True)):
+        needles = tuple(needle for _, needle in secrets)
+        long_number, suspect = self._spilled_found
+        if self.lines.spilled and (self._recheck or self._spilled_needles != needles):  # a secret came since
             long_number = suspect = False
-            for window in windows(buffer):
-                long_number = long_number or _LONG_NUMBER in window.translate(_DIGITS)
-                suspect = suspect or any(needle in window for needle in needles) or may_hold_credential_key(window)
-            if long_number:
-                self._check_numbers(objects)
-            if suspect:
-                self._scrub(objects, tuple(secret for secret, _ in secrets))
+            for block in self.lines.spilled_blocks():
+                found = _scan(block, needles)
+                long_number, suspect = long_number or found[0], suspect or found[1]
+        found = _scan(self.lines.tail, needles)
+        self._act(long_number or found[0], suspect or found[1], False, secrets)
+        self._act(*_scan(self._probe, needles), True, secrets)
         self._probe = bytearray()
+
+    def _act(self, long_number: bool, suspect: bool, objects: bool, secrets: tuple[tuple[str, bytes], ...]) -> None:
+        if long_number:
+            self._check_numbers(objects)
+        if suspect:
+            self._scrub(objects, tuple(secret for secret, _ in secrets))
 
     def _records(self, objects: bool) -> t.Iterator[tuple[str, dict]]:
         if objects:
             for stream, record in self.objects:
                 yield stream.name, record
             return
-        for line in bytes(self.lines).splitlines():
+        for line in self.lines.lines():
             message = _decoder.decode(line)
             if isinstance(message, dict) and isinstance(message.get("record"), dict):
                 yield str(message.get("stream")), message["record"]
@@ -298,8 +402,8 @@ class Output:
                     _warn(stream.name, found)
                     self.objects[index] = (stream, record)
             return
-        out = bytearray()
-        for line in bytes(self.lines).splitlines():
+        out = Lines()  # scrubbed already: nothing more to check on the way out
+        for line in self.lines.lines():
             message = _decoder.decode(line)
             if isinstance(message, dict) and message.get("type") == "RECORD":
                 found = set()
@@ -310,9 +414,22 @@ class Output:
                 if found:
                     _warn(stream, found)
                     line = _encoder.encode(message)
-            out += line
-            out += b"\n"
+            out += line + b"\n"
+        self.lines.close()
         self.lines = out
+
+    def close(self) -> None:
+        """The spool's file, if any, is gone (the records are written or the job failed)."""
+        self.lines.close()
+
+
+def _scan(buffer: bytes | bytearray, needles: tuple[bytes, ...]) -> tuple[bool, bool]:
+    """(may hold a number outside the float range, may hold a secret or a credential key)."""
+    long_number = suspect = False
+    for window in windows(buffer):
+        long_number = long_number or _LONG_NUMBER in window.translate(_DIGITS)
+        suspect = suspect or any(needle in window for needle in needles) or may_hold_credential_key(window)
+    return long_number, suspect
 
 
 def now_iso() -> str:

@@ -60,6 +60,8 @@ if t.TYPE_CHECKING:
     import jsonschema
     from singer_sdk import metrics
 
+    from tap_jobresults.guard import Lines
+
 
 _counters: dict[int, metrics.Counter] = {}
 _fast: dict[int, bool] = {}
@@ -150,7 +152,7 @@ class RecordEncoder:
         return bytes(out)
 
 
-def write_lines(stream: Stream, lines: bytes | bytearray) -> None:
+def write_lines(stream: Stream, lines: bytes | bytearray | Lines) -> None:
     """Encoded RECORD lines (RecordEncoder) out through the tap's writer."""
     if lines:
         message_writer(stream).write_lines(lines)

@@ -21,6 +21,8 @@ from singer_sdk.singerlib import StateMessage
 if t.TYPE_CHECKING:
     from singer_sdk.singerlib import Message
 
+    from tap_jobresults.guard import Lines
+
 _encoder = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
 
 
@@ -69,12 +71,16 @@ class SingerWriter(MsgSpecWriter):
         self.record_bytes_since_state = 0
         self.flush()
 
-    def write_lines(self, lines: bytes | bytearray) -> None:
-        """Whole Singer lines, encoded elsewhere (the records of one job, see engine.py)."""
-        self._out += lines
+    def write_lines(self, lines: bytes | bytearray | Lines) -> None:
+        """Whole Singer lines, encoded elsewhere (the records of one job, see engine.py). A block of
+        them is written as it is, not copied into the buffer: a big job's records would be held twice."""
         self.record_bytes_since_state += len(lines)
-        if len(self._out) >= self.BLOCK:
-            self._drain()
+        if isinstance(lines, (bytes, bytearray)) and len(lines) < self.BLOCK:
+            self._out += lines
+            if len(self._out) >= self.BLOCK:
+                self._drain()
+            return
+        self._drain(lines)
 
     def write_records(self, stream: str, records: t.Iterable[dict]) -> int:
         """RECORD messages of one stream, as the SDK would write them untransformed."""
@@ -93,11 +99,17 @@ class SingerWriter(MsgSpecWriter):
                 self._drain()
         return count
 
-    def _drain(self) -> None:
+    def _drain(self, then: bytes | bytearray | Lines = b"") -> None:
+        """The buffer out to stdout, then `then` (whole lines): a signal waits for all of it."""
         self._busy += 1
         try:
-            sys.stdout.buffer.write(self._out)
-            self._out.clear()
+            out = sys.stdout.buffer
+            if self._out:
+                out.write(self._out)
+                self._out.clear()
+            for block in (then,) if isinstance(then, (bytes, bytearray)) else then.blocks():
+                if block:
+                    out.write(block)
         finally:
             self._busy -= 1
         self._after_busy()

@@ -1743,3 +1743,107 @@ def test_the_adapter_uses_connections_that_arm_the_deadline() -> None:
     assert manager is not None and manager.pool_classes_by_scheme is transport._POOLS
     assert adapter.proxy_manager_for("http://proxy.invalid:3128") is manager
     adapter.close()
+
+
+# -- guard: a job's lines spilled to a file (Lines) ----------------------------------------------------------
+
+_spool_line = st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"") + b"\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_spool_line, max_size=40), st.sampled_from([1, 7, 64, 1 << 30]), st.sampled_from([1, 5, 1 << 20]))
+def test_lines_give_back_what_was_added_in_order_and_in_whole_lines(added, spill, read) -> None:
+    checked: list[bytes] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(guard.Lines, "SPILL", spill)
+        patch.setattr(guard.Lines, "READ", read)
+        lines = guard.Lines(lambda block: checked.append(bytes(block)))
+        for line in added:
+            lines += line
+        everything = b"".join(added)
+        assert bytes(lines) == everything and len(lines) == len(everything)
+        assert list(lines.lines()) == everything.splitlines()
+        assert lines.in_memory == len(lines.tail) < max(spill, 1) + 31
+        # what went to the file was checked on its way there, block by block, each of whole lines
+        assert b"".join(checked) == everything[: lines.spilled]
+        assert all(block.endswith(b"\n") for block in lines.spilled_blocks())
+        assert b"".join(lines.spilled_blocks()) == b"".join(checked)
+        lines.close()
+        if lines.spilled:
+            with pytest.raises(ValueError, match="closed"):
+                bytes(lines)
+
+
+_job_key = st.sampled_from(["x", "name", "token", "job_token", "apiKey", "policyKey", "values", "n"])
+_job_value = st.recursive(
+    st.one_of(
+        st.integers(min_value=-(2**1100), max_value=2**1100),
+        st.sampled_from(["plain", "s3cr3t-value-1", "late-secret-22", "a s3cr3t-value-1 b", "é\u212a"]),
+        st.none(),
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_job_key, inner, max_size=3)),
+    max_leaves=8,
+)
+
+
+def _outcome(records: list[dict], late_at: int, spill: int) -> tuple[t.Any, ...]:
+    """The job through Output with lines spilled every `spill` bytes; a secret registered before
+    record `late_at` (as a token refreshed while the job is built)."""
+    SECRETS.clear()
+    SECRETS.add("s3cr3t-value-1")
+    guard._warned.clear()
+    streams = {"extraction_rows": S("extraction_rows"), "other": S("other")}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(guard.Lines, "SPILL", spill)
+        out = Output(line_encoder)
+        try:
+            for index, record in enumerate(records):
+                if index == late_at:
+                    SECRETS.add("late-secret-22")
+                out.add(streams["extraction_rows" if index % 2 else "other"], record)
+            out.finish()
+        except Unrepresentable as exc:
+            return ("failed", str(exc))
+        return ("written", bytes(out.lines), sorted(guard._warned))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.dictionaries(_job_key, _job_value, max_size=4), max_size=12),
+    st.integers(min_value=0, max_value=12),
+    st.sampled_from([1, 40, 300]),
+)
+def test_a_spilled_job_is_checked_exactly_as_one_held_in_memory(records, late_at, spill) -> None:
+    assert _outcome(records, late_at, spill) == _outcome(records, late_at, 1 << 40)
+
+
+def test_a_secret_registered_after_a_block_was_spilled_is_still_replaced_in_it(monkeypatch) -> None:
+    monkeypatch.setattr(guard.Lines, "SPILL", 10)
+    out = Output(line_encoder)
+    out.add(S("s"), {"v": "early tok-late-123 value"})  # spilled and checked: no secret known yet
+    assert out.lines.spilled and not out.lines.tail
+    SECRETS.add("tok-late-123")
+    out.add(S("s"), {"v": "plain"})
+    out.finish()
+    assert records_of(out.lines) == [
+        {"type": "RECORD", "stream": "s", "record": {"v": "early *** value"}},
+        {"type": "RECORD", "stream": "s", "record": {"v": "plain"}},
+    ]
+
+
+def test_the_writer_writes_a_spilled_job_whole_and_a_signal_waits_for_it(monkeypatch, capsysbinary) -> None:
+    monkeypatch.setattr(guard.Lines, "SPILL", 64)
+    monkeypatch.setattr(guard.Lines, "READ", 50)
+    out = Output(line_encoder)
+    for index in range(20):
+        out.add(S("s"), {"i": index})
+    out.finish()
+    assert out.lines.spilled
+    writer = writer_module.SingerWriter()
+    writer.write_lines(b'{"type":"SCHEMA"}\n')
+    seen: list[tuple[int, int]] = []
+    writer.pending_signal = 15  # a signal noted while bytes were going out: handled once they are all out
+    writer.on_signal = lambda signum: seen.append((signum, len(capsysbinary.readouterr().out.splitlines())))
+    writer.write_lines(out.lines)
+    assert seen == [(15, 21)]  # the schema line and the job's 20 records, not a block of them
+    assert writer.record_bytes_since_state == len(b'{"type":"SCHEMA"}\n') + len(out.lines)
