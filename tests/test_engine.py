@@ -309,3 +309,48 @@ def test_bodies_in_flight_are_bounded_by_bytes_not_by_the_fetch_width(apis):
     # One job of this size peaks at about 60 MiB over the tap's own; eight at once would add 400 MiB. With the
     # byte budget the width adds what the threads keep of the memory they freed, not jobs in flight.
     assert wide - narrow < 160 * mib, (narrow // mib, wide // mib)
+
+
+# -- a job too big to hold its records in memory (guard.Lines spills them to a file) ------------------------
+
+
+def _big_talonic_job(apis, rows: int = 40_000) -> tuple[str, dict]:
+    job = apis.talonic.add_job(rows=rows)
+    return job, _talonic_results(apis, job)
+
+
+def test_a_job_whose_records_spill_to_disk_lands_whole_and_checked(apis):
+    from tap_jobresults.guard import Lines
+
+    job, body = _big_talonic_job(apis)
+    config = {**apis.config(sources=("talonic",)), **FAST}
+    secret = config["talonic"]["api_key"]
+    # The configured key, echoed in the first row: that row's line leaves memory long before the job is checked.
+    apis.talonic.fail(
+        rf"/v1/jobs/{job}/results$",
+        status=200,
+        body=_with_row_value(body, json.dumps(f"k={secret}").encode()),
+        times=None,
+    )
+    run = run_tap(config)
+    _no_traceback(run)
+    assert run.returncode == 0, run.stderr[-2000:]
+    written = [line for line in run.stdout.splitlines() if '"stream":"extraction_rows"' in line]
+    assert sum(len(line) + 1 for line in written) > Lines.SPILL  # the job's records did go to the file
+    rows = run.records("extraction_rows")
+    assert len(rows) == len(body["data"]) and len({r["id"] for r in rows}) == len(rows)
+    assert secret not in run.stdout
+    assert rows[0]["values"]["note"] == "k=***"
+
+
+def test_a_poison_value_early_in_a_spilled_job_fails_that_job_alone(apis):
+    job, body = _big_talonic_job(apis)
+    good = apis.talonic.add_job(rows=2)
+    apis.talonic.fail(
+        rf"/v1/jobs/{job}/results$", status=200, body=_with_row_value(body, b"1" + b"0" * 400), times=None
+    )
+    run = run_tap({**apis.config(sources=("talonic",)), **FAST})
+    _no_traceback(run)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert re.search(rf"Talonic job {job}.*stays unsynced", run.stderr), run.stderr[-2000:]
+    assert _rows_of(run) == {good: 2}, "no record of the failed job is written"
