@@ -460,7 +460,6 @@ class ApiClient:
         merged.update(headers)
         request.prepare_headers(merged)  # and checks each header as requests does
         request.prepare_body(form, None)
-        request.hooks = {"response": []}
         return request
 
     def _network_error(self, exc: Exception, what: str, timer: Deadline) -> Exception | None:

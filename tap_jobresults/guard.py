@@ -320,7 +320,6 @@ class Output:
         self._probe = bytearray()  # objects' records encoded, only to check them
         self._spilled_found = [False, False]  # long number, suspect: in what was spilled
         self._spilled_needles: tuple[bytes, ...] | None = None  # the secrets it was checked for
-        self._recheck = False  # a secret came between two spills: all is checked again at finish
 
     def add(self, stream: t.Any, record: dict) -> None:
         encoded = self._encode(stream, record)
@@ -342,14 +341,11 @@ class Output:
         return self.lines.in_memory + 4 * len(self._probe)
 
     def _check_spilled(self, block: bytearray) -> None:
-        if self._recheck:
-            return
         needles = tuple(needle for _, needle in _secret_needles())
         if self._spilled_needles is None:
             self._spilled_needles = needles
         elif needles != self._spilled_needles:
-            self._recheck = True
-            return
+            return  # a secret came since the first block (the registry only grows): finish checks all again
         long_number, suspect = _scan(block, needles)
         self._spilled_found[0] |= long_number
         self._spilled_found[1] |= suspect
@@ -359,8 +355,7 @@ class Output:
         secrets = _secret_needles()
         needles = tuple(needle for _, needle in secrets)
         long_number, suspect = self._spilled_found
-        if self.lines.spilled and (self._recheck or self._spilled_needles != needles):  # a secret came since
-            long_number = suspect = False
+        if self.lines.spilled and self._spilled_needles != needles:  # a secret came since a block was checked
             for block in self.lines.spilled_blocks():
                 found = _scan(block, needles)
                 long_number, suspect = long_number or found[0], suspect or found[1]
