@@ -544,8 +544,7 @@ class SourceRunner:
             finally:
                 with self._idle:
                     self._outstanding -= 1
-                    if not self._outstanding:  # what _wait_idle waits for
-                        self._idle.notify_all()
+                    self._idle.notify_all()
 
     def _fetch(
         self,
