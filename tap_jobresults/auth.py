@@ -106,8 +106,7 @@ class ClientCredentials:
                 f"OAuth token request to {safe_url(self._token_url)}",
                 message="no access_token in the response",
             )
-            error.source_wide = True
-            raise error
+            raise error  # source-wide, as every failure of the token request (_fetch)
         SECRETS.add(token)
         try:
             lifetime = float(body.get("expires_in", 3600))

@@ -53,6 +53,7 @@ from tap_jobresults.errors import (
     TlsError,
 )
 from tap_jobresults.scrub import SECRETS, clip, escape, safe_url
+from tap_jobresults.settings import DEFAULT_MAX_RESPONSE_MB
 from tap_jobresults.transport import WATCHDOG, Adapter, Deadline, Overdue, armed
 
 logger = logging.getLogger("tap-jobresults")
@@ -71,7 +72,6 @@ UNREACHABLE_WAIT = 1.0
 # Requests in a row whose retries all ended in 429: the source is over its quota, whatever the
 # server said about when it resets; it stops for this run.
 MAX_RATE_LIMITED_IN_A_ROW = 3
-DEFAULT_MAX_RESPONSE_MB = 1024
 CHUNK = 1 << 20
 
 _decoder = msgspec.json.Decoder()
@@ -296,25 +296,25 @@ class ApiClient:
             first: Retry | None = exc
 
         def wait_gen() -> t.Generator[float, t.Any, None]:
-            # backoff sends the exception of each failed attempt into this generator; the first
-            # failure happened before backoff took over.
-            exc = yield 0.0
+            # backoff primes this generator (the 0.0 is discarded), then sends the Retry of each
+            # failed attempt into it; the first failure happened before backoff took over.
+            exc: Retry = yield 0.0
             attempt = 0
             while True:
-                if getattr(exc, "unreachable", False):
+                if exc.unreachable:
                     wait = min(UNREACHABLE_WAIT * unreachable, self.max_retry_wait)
                 else:
                     ceiling = min(self.max_retry_wait, FIRST_WAIT * 2**attempt)
-                    hinted = getattr(exc, "retry_after", None)
+                    hinted = exc.retry_after
                     wait = (
                         min(hinted, self.max_retry_wait) if hinted is not None else random.uniform(ceiling / 2, ceiling)
                     )
                     attempt += 1
                 exc = yield wait
 
-        def give_up(exc: Exception) -> bool:
+        def give_up(exc: t.Any) -> bool:  # a Retry (the only exception backoff catches here)
             nonlocal unreachable
-            if not getattr(exc, "unreachable", False):
+            if not exc.unreachable:
                 return False
             unreachable += 1
             return self._unreachable or unreachable > min(UNREACHABLE_RETRIES, self.max_retries)

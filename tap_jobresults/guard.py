@@ -24,6 +24,7 @@ every byte but `[a-z0-9"]` removed, the encoded bytes show a key as `"` + `key_n
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -288,6 +289,38 @@ class Lines:
         yield from self.spilled_blocks()
         if self.tail:
             yield self.tail
+
+    def write_to(self, out: t.BinaryIO) -> None:
+        """Everything, in order, to `out`: what went to the file is copied by the kernel (sendfile)
+        where `out` is a file descriptor that takes it, else read back in blocks."""
+        if self.spilled:
+            if self._file is None:
+                raise ValueError("the records of this job were closed")
+            self._file.flush()
+            out.flush()
+            if not self._sendfile(out):
+                for block in self.spilled_blocks():
+                    out.write(block)
+        if self.tail:
+            out.write(self.tail)
+
+    def _sendfile(self, out: t.BinaryIO) -> bool:
+        try:
+            target = out.fileno()
+        except (AttributeError, OSError, ValueError):  # an in-memory stream (tests)
+            return False
+        offset = 0
+        while offset < self.spilled:
+            try:
+                sent = os.sendfile(target, self._file.fileno(), offset, self.spilled - offset)
+            except OSError as exc:
+                if offset == 0 and exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    return False  # this descriptor does not take sendfile: nothing was sent yet
+                raise
+            if sent == 0:
+                raise OSError(f"the temporary file of a job's records ended at {offset} of {self.spilled} bytes")
+            offset += sent
+        return True
 
     def lines(self) -> t.Iterator[bytes]:
         for block in self.blocks():

@@ -107,9 +107,11 @@ class SingerWriter(MsgSpecWriter):
             if self._out:
                 out.write(self._out)
                 self._out.clear()
-            for block in (then,) if isinstance(then, (bytes, bytearray)) else then.blocks():
-                if block:
-                    out.write(block)
+            if isinstance(then, (bytes, bytearray)):
+                if then:
+                    out.write(then)
+            else:
+                then.write_to(out)
         finally:
             self._busy -= 1
         self._after_busy()

@@ -144,6 +144,14 @@ CDF = {"base_url": "https://x.cognitedata.com", "project": "p", "token": "tok-ab
             ["cognite.entity_matching_jobs: job_id 1 is listed twice"],
         ),
         ({"cognite": {**CDF, "entity_matching_jobs": [{"job_id": 1}, {"job_id": 2}]}}, []),
+        # shard: one shard of one is the whole world; the last index of a count is the last shard
+        ({"talonic": SECTION, "shard": {"index": 0, "count": 1}}, []),
+        ({"talonic": SECTION, "shard": {"index": 2, "count": 3}}, []),
+        ({"talonic": SECTION, "shard": {"index": 0, "count": 0}}, ["shard.count: 0 must be at least 1"]),
+        (
+            {"talonic": SECTION, "shard": {"index": 3, "count": 3}},
+            ["shard.index: 3 must be between 0 and shard.count - 1 (2)"],
+        ),
     ],
 )
 def test_semantic_errors_are_exact(config, errors):

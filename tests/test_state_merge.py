@@ -329,3 +329,15 @@ def test_generated_sequences_of_real_runs_merge_to_the_later_state(meltano_merge
                 previous, last = last, run.state
                 if previous is not None:
                     assert_resumes_alike(config, meltano_merge(previous, last), last)
+
+
+def test_configured_jobs_keep_only_the_configured_ones_and_list_nothing_pending():
+    """A CDF predict job removed from config is forgotten; the ones still configured stay finished."""
+    policy = Policy(run_started="2025-06-01T00:00:00.000000Z", lookback=0.0)
+    state = {"finished": [["j1", "finished"], ["j2", "missing"], ["j3", "finished"]], "pending": [["j9", 1]]}
+    bookmark = ConfiguredJobs(state, policy, ["j1", "j2", "j4"])
+    assert dict(bookmark.finished.items()) == {"j1": "finished", "j2": "missing"}
+    assert state["finished"] == [["j1", "finished"], ["j2", "missing"]]
+    assert "pending" not in state  # never written for configured jobs
+    assert len(bookmark.pending) == 0 and "j9" not in bookmark.pending and "j4" not in bookmark.pending
+    assert len(bookmark.seen) == 0 and "j1" not in bookmark.seen
