@@ -75,6 +75,8 @@ class SingerWriter(MsgSpecWriter):
         """Whole Singer lines, encoded elsewhere (the records of one job, see engine.py). A block of
         them is written as it is, not copied into the buffer: a big job's records would be held twice."""
         self.record_bytes_since_state += len(lines)
+        if not isinstance(lines, (bytes, bytearray)) and not lines.spilled:
+            lines = lines.tail  # all in memory: buffered like any other small block
         if isinstance(lines, (bytes, bytearray)) and len(lines) < self.BLOCK:
             self._out += lines
             if len(self._out) >= self.BLOCK:

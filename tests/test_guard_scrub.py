@@ -1895,3 +1895,16 @@ def test_spilled_lines_reach_any_output_whole_and_in_order(target, tmp_path, mon
         out.seek(0, os.SEEK_END)
         lines.write_to(out)
     assert path.read_bytes() == b"head\n" + expected
+
+
+def test_a_small_job_is_buffered_not_written_at_once(capsysbinary) -> None:
+    """Most jobs are a few lines: they join the writer's buffer (no system call per job) until a block
+    is full or a STATE comes; only a spilled job goes out at once."""
+    out = Output(line_encoder)
+    out.add(S("s"), {"i": 1})
+    out.finish()
+    writer = writer_module.SingerWriter()
+    writer.write_lines(out.lines)
+    assert capsysbinary.readouterr().out == b""
+    writer.flush()
+    assert capsysbinary.readouterr().out == b'{"type":"RECORD","stream":"s","record":{"i":1}}\n'
